@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['MODELS', 'build_parser', 'cmd_train', 'main']
 
-# %% ../nbs/80_cli.ipynb #e172cbc6
+# %% ../nbs/80_cli.ipynb #89f64a1a
 import argparse
 import json
 import sys
@@ -19,12 +19,12 @@ from .models import SimpleUNet
 from .sampling import sample
 from .train import Trainer
 
-# %% ../nbs/80_cli.ipynb #fc854a3c
+# %% ../nbs/80_cli.ipynb #9e256546
 def _build_unet(): return SimpleUNet(in_channels=1, model_channels=64, time_emb_dim=128)
 
 MODELS = {"unet": _build_unet}
 
-# %% ../nbs/80_cli.ipynb #13716b42
+# %% ../nbs/80_cli.ipynb #8e0c0e8c
 def _positive_int(s):
     try: v = int(s)
     except ValueError: raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
@@ -43,7 +43,7 @@ def _positive_float(s):
     if not v > 0: raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
     return v
 
-# %% ../nbs/80_cli.ipynb #c1fa7360
+# %% ../nbs/80_cli.ipynb #f88c72ab
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fnti", description="From Noise to Images: flow matching on MNIST.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return p
 
-# %% ../nbs/80_cli.ipynb #ed0fbab3
+# %% ../nbs/80_cli.ipynb #1e71b8c6
 def cmd_train(a) -> dict:
     seed_everything(a.seed)
     device = torch.device(a.device) if a.device else get_device()
@@ -89,9 +89,12 @@ def cmd_train(a) -> dict:
           f"wrote {ckpt}, {grid}, {out / 'losses.json'}")
     return record
 
-# %% ../nbs/80_cli.ipynb #129315cb
+# %% ../nbs/80_cli.ipynb #be7c2dee
 def main(argv=None) -> int:
     "Entry point of the `fnti` command."
     args = build_parser().parse_args(argv)
     {"train": cmd_train}[args.command](args)
     return 0
+
+# %% ../nbs/80_cli.ipynb #877e0054
+if __name__ == "__main__": sys.exit(main())
