@@ -9,7 +9,8 @@ Usage: python tools/build_site.py [--nbs nbs] [--src _site_src] [--out _build] [
    the input; `output: false` removes the output; `export`/`exporti`/`exports` cells show
    as code. Directive lines are stripped from the code shown, `show_doc` output is made
    safe for MyST (a leading `---` crashes the build), widget outputs keep their text
-   fallback, and `name` in backticks links to the API reference where `name` is public.
+   fallback, the Colab badge and setup cells are dropped (pages have a Colab launch
+   button), and `name` in backticks links to the API reference where `name` is public.
 2. Writes one API reference page per package module (Sphinx autodoc, which respects
    `__all__`), and a landing page when `nbs/index.ipynb` does not exist yet.
 3. Writes `_config.yml` (from `site/_config.yml`, with values from settings.ini) and
@@ -36,6 +37,8 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE_DIR = ROOT / "site"
+COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"  # as in tools/colab_cells.py
+COLAB_SETUP_MARKER = "# Colab setup:"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 _DIRECTIVE = re.compile(r"^\s*#\s*\|\s*(.*?)\s*$")
 
@@ -150,10 +153,18 @@ def link_symbols(md: str, symbols: dict[str, str]) -> str:
     return "\n".join(out)
 
 
+def is_colab_cell(cell) -> bool:
+    "The badge and setup cells of tools/colab_cells.py: the site has its own Colab launch button."
+    src = cell.source if isinstance(cell.source, str) else "".join(cell.source)
+    return ((cell.cell_type == "markdown" and COLAB_BADGE in src)
+            or (cell.cell_type == "code" and src.startswith(COLAB_SETUP_MARKER)))
+
+
 def convert_cell(cell, symbols: dict[str, str]):
     "One notebook cell -> the cell Jupyter Book sees, or None to drop it."
     cell = copy.deepcopy(cell)
     tags = list(cell.metadata.get("tags", []))
+    if is_colab_cell(cell): return None
     if cell.cell_type == "markdown":
         cell.source = link_symbols(cell.source, symbols)
         return cell
