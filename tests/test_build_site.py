@@ -49,6 +49,9 @@ def test_convert_cell():
     w = new_output("display_data", data={"text/plain": "bar", bs.WIDGET_MIME: {"model_id": "x"}})
     c = bs.convert_cell(code("train()", [bar, w]), {})
     assert c.outputs[0].text == "100%|###| 3/3\n" and bs.WIDGET_MIME not in c.outputs[1].data
+    warn = new_output("stream", name="stderr", text="/home/me/x/tqdm/auto.py:21: TqdmWarning: IProgress not found.\n"
+                                                    "  from .autonotebook import tqdm as notebook_tqdm\n")
+    assert bs.convert_cell(code("import tqdm.auto", [warn]), {}).outputs == []
     m = bs.convert_cell(new_markdown_cell("Use `Trainer` and `sample()`, not `x`.\n```\n`Trainer`\n```"),
                         {"Trainer": "pkg.train.Trainer", "sample": "pkg.sampling.sample"})
     assert "{py:obj}`Trainer <pkg.train.Trainer>`" in m.source and "{py:obj}`sample() <pkg.sampling.sample>`" in m.source

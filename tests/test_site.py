@@ -74,7 +74,7 @@ PROBE = r"""<script>
       images: Array.prototype.map.call(document.images, function (i) {
         return {src: i.currentSrc || i.src, w: i.naturalWidth, complete: i.complete,
                 output: !!i.closest(".cell_output, .output")}; }),
-      links: Array.prototype.map.call(document.querySelectorAll("a[href]"), function (a) { return a.href; }),
+      links: Array.prototype.map.call(document.querySelectorAll("a[href], link[href]"), function (a) { return a.href; }),
       resources: Array.prototype.map.call(document.querySelectorAll("script[src], link[href][rel~=stylesheet], link[href][rel~=icon], img[src], iframe[src]"),
                                           function (e) { return e.src || e.href; }),
       search_hits: Array.prototype.map.call(document.querySelectorAll("#search-results li a"), function (a) { return a.href; })
@@ -272,7 +272,8 @@ def test_site_in_browser(chromium, site):
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:60])
     math_pages = [p for p, r in reports.items() if r["mjx"]]
     assert any(p[:-5] in chapters for p in math_pages), "no chapter page has typeset math"
-    assert any(sum(i["output"] for i in reports[f"{c}.html"]["images"]) for c in chapters), "no chapter shows a figure"
+    assert any(sum(i["output"] for i in reports[f"{c}.html"]["images"]) for c in chapters), ("no chapter shows a figure: commit the notebooks with their outputs "
+                                                                           "(python tools/run_notebook.py --preset test nbs/*.ipynb)")
 
     # search: the index is built and finds the chapters
     hits = probe(chromium, base + "search.html?q=velocity")["search_hits"]

@@ -9,7 +9,7 @@ Usage: python tools/build_site.py [--nbs nbs] [--src _site_src] [--out _build] [
    the input; `output: false` removes the output; `export`/`exporti`/`exports` cells show
    as code. Directive lines are stripped from the code shown, `show_doc` output is made
    safe for MyST (a leading `---` crashes the build), widget outputs keep their text
-   fallback, the Colab badge and setup cells are dropped (pages have a Colab launch
+   fallback, Python warnings in stderr are dropped (they show local paths), the Colab badge and setup cells are dropped (pages have a Colab launch
    button), and `name` in backticks links to the API reference where `name` is public.
 2. Writes one API reference page per package module (Sphinx autodoc, which respects
    `__all__`), and a landing page when `nbs/index.ipynb` does not exist yet.
@@ -136,6 +136,14 @@ def collapse_cr(text: str) -> str:
     return "\n".join(line.rstrip("\r").split("\r")[-1] for line in text.split("\n"))
 
 
+_WARNING = re.compile(r"^\S.*:\d+: \w*Warning: .*\n(?:[ \t]+.*\n?)*", re.M)
+
+
+def strip_warnings(text: str) -> str:
+    "Python warnings (`file:line: XWarning: ...` and the source line under it) name local paths: drop them."
+    return _WARNING.sub("", text)
+
+
 _FENCE = re.compile(r"^\s*(```|~~~)")
 
 
@@ -186,6 +194,9 @@ def convert_cell(cell, symbols: dict[str, str]):
                 o.data["text/markdown"] = clean_show_doc(md)
         elif o.output_type == "stream":
             o.text = collapse_cr(o.text)
+            if o.name == "stderr":
+                o.text = strip_warnings(o.text)
+                if not o.text.strip(): continue
         outputs.append(o)
     cell.outputs = outputs
     for t in new:
@@ -210,8 +221,6 @@ def landing_page(cfg: dict, chapters: list[Path]) -> str:
 
 The chapters are Jupyter notebooks: every figure and number on these pages is produced by
 the code beside it, and the library they build, `{cfg['lib_path']}`, is pip-installable.
-
-## Chapters
 
 ```{{tableofcontents}}
 ```
