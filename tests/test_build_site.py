@@ -87,7 +87,7 @@ def test_build_with_show_doc(tmp_path):
     ])
     nbformat.write(nb, nbs / "09_test.ipynb")
     bs.prepare(nbs, tmp_path / "src")
-    bs.build(tmp_path / "src", tmp_path / "out")
+    bs.build(tmp_path / "src", tmp_path / "out", nbs=nbs)
     page = (tmp_path / "out" / "html" / "09_test.html").read_text()
     assert "SECRET_HIDDEN_CELL" not in page and "default_exp" not in page
     assert "nine" in page and "#| export" not in page
@@ -95,3 +95,17 @@ def test_build_with_show_doc(tmp_path):
     assert 'class="math' in page
     assert re.search(r'href="api/core.html#from_noise_to_images.core.get_device"', page)
     assert (tmp_path / "out" / "html" / "index.html").exists()  # landing page made when nbs has no index
+    assert "#| export" in (tmp_path / "out" / "html" / "_sources" / "09_test.ipynb").read_text()  # download: the original
+
+
+def test_landing_notebook_lists_chapters(tmp_path):
+    nbs = tmp_path / "nbs"; nbs.mkdir()
+    nbformat.write(new_notebook(cells=[new_markdown_cell("# Course\n\nHello.")]), nbs / "index.ipynb")
+    nbformat.write(new_notebook(cells=[new_markdown_cell("# One")]), nbs / "01_one.ipynb")
+    pages = bs.prepare(nbs, tmp_path / "src")
+    assert pages[:2] == ["index", "01_one"]
+    cells = nbformat.read(tmp_path / "src" / "index.ipynb", as_version=4).cells
+    assert "{tableofcontents}" in cells[-1].source
+    nbformat.write(new_notebook(cells=[new_markdown_cell("# Course\n\n[One](01_one.ipynb)")]), nbs / "index.ipynb")
+    bs.prepare(nbs, tmp_path / "src")
+    assert len(nbformat.read(tmp_path / "src" / "index.ipynb", as_version=4).cells) == 1  # lists them already

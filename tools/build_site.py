@@ -240,6 +240,15 @@ the code beside it, and the library they build, `{cfg['lib_path']}`, is pip-inst
 """
 
 
+def ensure_chapter_list(index: Path, chapters: list[str]) -> None:
+    "The landing notebook lists the chapters: if it does not name them all, a generated list is appended."
+    nb = nbformat.read(index, as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    if "{tableofcontents}" in text or all(c in text for c in chapters): return
+    nb.cells.append(nbformat.v4.new_markdown_cell("## Contents\n\n```{tableofcontents}\n```"))
+    nbformat.write(nb, index)
+
+
 def api_page(module: str, chapter: str | None, chapters: set[str]) -> str:
     short = module.split(".", 1)[-1]
     src = f" Written in the chapter [](../{chapter}.ipynb)." if chapter in chapters else ""
@@ -285,10 +294,9 @@ def prepare(nbs: Path, src: Path, root: Path = ROOT) -> list[str]:
     notebooks = discover_notebooks(nbs)
     for nb in notebooks: process_notebook(nb, src / nb.name, symbols)
     chapters = [p.stem for p in notebooks if p.stem != "index"]
-    if notebooks and notebooks[0].stem == "index": root_page = "index"
-    else:
-        root_page = "index"
-        (src / "index.md").write_text(landing_page(cfg, notebooks), encoding="utf-8")
+    root_page = "index"
+    if notebooks and notebooks[0].stem == "index": ensure_chapter_list(src / "index.ipynb", chapters)
+    else: (src / "index.md").write_text(landing_page(cfg, notebooks), encoding="utf-8")
     api = []
     (src / "api").mkdir()
     for mod, chapter in discover_modules(root, lib):
@@ -300,8 +308,8 @@ def prepare(nbs: Path, src: Path, root: Path = ROOT) -> list[str]:
     return [root_page] + chapters + api
 
 
-def build(src: Path, out: Path, root: Path = ROOT) -> None:
-    "Run `jupyter-book build`; the HTML goes to `out/html`."
+def build(src: Path, out: Path, root: Path = ROOT, nbs: Path | None = None) -> None:
+    "Run `jupyter-book build`; the HTML goes to `out/html`. The pages' download button gets `nbs`'s originals."
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     env.setdefault("OMP_NUM_THREADS", "1")
     out.mkdir(parents=True, exist_ok=True)
@@ -313,6 +321,8 @@ def build(src: Path, out: Path, root: Path = ROOT) -> None:
     shutil.move(str(tmp / "_build" / "html"), str(html))
     shutil.rmtree(tmp, ignore_errors=True)
     (html / ".nojekyll").touch()  # GitHub Pages must serve _static/ and _images/
+    for nb in discover_notebooks(nbs) if nbs else []:  # not the copies with directives stripped
+        if (html / "_sources" / nb.name).exists(): shutil.copy2(nb, html / "_sources" / nb.name)
 
 
 def main(argv=None) -> int:
@@ -326,7 +336,7 @@ def main(argv=None) -> int:
     pages = prepare(a.nbs.resolve(), a.src.resolve())
     print(f"book sources: {len(pages)} pages in {a.src}", flush=True)
     if not a.no_build:
-        build(a.src.resolve(), a.out.resolve())
+        build(a.src.resolve(), a.out.resolve(), nbs=a.nbs.resolve())
         print(f"site: {a.out.resolve() / 'html' / 'index.html'} ({time.time() - t0:.0f} s)", flush=True)
     return 0
 
