@@ -268,7 +268,7 @@ The module `{module}`.{src}
 
 def write_config(src: Path, cfg: dict) -> None:
     text = (SITE_DIR / "_config.yml").read_text(encoding="utf-8")
-    for k in ("title", "author", "copyright", "git_url", "branch", "nbs_path", "version"):
+    for k in ("title", "author", "copyright", "git_url", "branch", "nbs_path", "version", "doc_host", "doc_baseurl"):
         text = text.replace("{{" + k + "}}", cfg.get(k, ""))
     (src / "_config.yml").write_text(text, encoding="utf-8")
     for extra in SITE_DIR.iterdir():  # static files (css, logo) ride along
