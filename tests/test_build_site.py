@@ -56,6 +56,8 @@ def test_convert_cell():
                         {"Trainer": "pkg.train.Trainer", "sample": "pkg.sampling.sample"})
     assert "{py:obj}`Trainer <pkg.train.Trainer>`" in m.source and "{py:obj}`sample() <pkg.sampling.sample>`" in m.source
     assert "`x`" in m.source and "\n`Trainer`\n" in m.source  # fenced code untouched
+    m = bs.convert_cell(new_markdown_cell("See `01_1_flow` and [`01_1_flow`](x.ipynb)."), {}, {"01_1_flow"})
+    assert m.source == "See [`01_1_flow`](01_1_flow.ipynb) and [`01_1_flow`](x.ipynb)."
 
 
 def test_discovery(tmp_path):

@@ -147,16 +147,21 @@ def strip_warnings(text: str) -> str:
 _FENCE = re.compile(r"^\s*(```|~~~)")
 
 
-def link_symbols(md: str, symbols: dict[str, str]) -> str:
-    "`name` (a public symbol) -> a MyST cross-reference to its API entry; fenced code untouched."
-    if not symbols: return md
+def _link(m, symbols: dict[str, str], pages: set[str]) -> str:
+    name, call = m.group(1), m.group(2) or ""
+    if name in symbols: return f"{{py:obj}}`{name}{call} <{symbols[name]}>`"
+    if name in pages and not call: return f"[`{name}`]({name}.ipynb)"
+    return m.group(0)
+
+
+def link_symbols(md: str, symbols: dict[str, str], pages: set[str] = frozenset()) -> str:
+    "`name` (a public symbol) -> a MyST cross-reference to its API entry, `00_core` (a notebook) -> a link to its page."
+    if not symbols and not pages: return md
     out, in_fence = [], False
     for line in md.split("\n"):
         if _FENCE.match(line): in_fence = not in_fence
         if not in_fence:
-            line = re.sub(r"(?<![`{\w])`([A-Za-z_][\w.]*?)(\(\))?`(?!`)",
-                          lambda m: (f"{{py:obj}}`{m.group(1)}{m.group(2) or ''} <{symbols[m.group(1)]}>`"
-                                     if m.group(1) in symbols else m.group(0)), line)
+            line = re.sub(r"(?<![`{}\w\[])`([A-Za-z_0-9][\w.]*?)(\(\))?`(?![`\]])", lambda m: _link(m, symbols, pages), line)
         out.append(line)
     return "\n".join(out)
 
@@ -168,13 +173,13 @@ def is_colab_cell(cell) -> bool:
             or (cell.cell_type == "code" and src.startswith(COLAB_SETUP_MARKER)))
 
 
-def convert_cell(cell, symbols: dict[str, str]):
+def convert_cell(cell, symbols: dict[str, str], pages: set[str] = frozenset()):
     "One notebook cell -> the cell Jupyter Book sees, or None to drop it."
     cell = copy.deepcopy(cell)
     tags = list(cell.metadata.get("tags", []))
     if is_colab_cell(cell): return None
     if cell.cell_type == "markdown":
-        cell.source = link_symbols(cell.source, symbols)
+        cell.source = link_symbols(cell.source, symbols, pages)
         return cell
     if cell.cell_type != "code": return cell
     d, cell.source = split_directives(cell.source)
@@ -205,9 +210,9 @@ def convert_cell(cell, symbols: dict[str, str]):
     return cell
 
 
-def process_notebook(src: Path, dst: Path, symbols: dict[str, str]) -> None:
+def process_notebook(src: Path, dst: Path, symbols: dict[str, str], pages: set[str] = frozenset()) -> None:
     nb = nbformat.read(src, as_version=4)
-    nb.cells = [c for c in (convert_cell(c, symbols) for c in nb.cells) if c is not None]
+    nb.cells = [c for c in (convert_cell(c, symbols, pages) for c in nb.cells) if c is not None]
     nb.metadata.pop("widgets", None)
     nbformat.write(nb, dst)
 
@@ -292,7 +297,8 @@ def prepare(nbs: Path, src: Path, root: Path = ROOT) -> list[str]:
     src.mkdir(parents=True)
     symbols = public_symbols(root, lib)
     notebooks = discover_notebooks(nbs)
-    for nb in notebooks: process_notebook(nb, src / nb.name, symbols)
+    stems = {p.stem for p in notebooks}
+    for nb in notebooks: process_notebook(nb, src / nb.name, symbols, stems)
     chapters = [p.stem for p in notebooks if p.stem != "index"]
     root_page = "index"
     if notebooks and notebooks[0].stem == "index": ensure_chapter_list(src / "index.ipynb", chapters)
