@@ -9,8 +9,10 @@ Usage: python tools/build_site.py [--nbs nbs] [--src _site_src] [--out _build] [
    the input; `output: false` removes the output; `export`/`exporti`/`exports` cells show
    as code. Directive lines are stripped from the code shown, `show_doc` output is made
    safe for MyST (a leading `---` crashes the build), widget outputs keep their text
-   fallback, Python warnings in stderr are dropped (they show local paths), the Colab badge and setup cells are dropped (pages have a Colab launch
-   button), and `name` in backticks links to the API reference where `name` is public.
+   fallback, Python warnings in stderr are dropped (they show local paths), the Colab
+   badge and setup cells are dropped (pages have a Colab launch button), `name` in
+   backticks links to the API reference where `name` is public, and `00_core` to its page.
+   A landing notebook that does not name every chapter gets a generated chapter list.
 2. Writes one API reference page per package module (Sphinx autodoc, which respects
    `__all__`), and a landing page when `nbs/index.ipynb` does not exist yet.
 3. Writes `_config.yml` (from `site/_config.yml`, with values from settings.ini) and
