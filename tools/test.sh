@@ -3,7 +3,7 @@
 #   1. the package is what nbdev_export makes of the notebooks,
 #   2. README.md is what tools/sync_readme.py makes of nbs/index.ipynb,
 #   3. every notebook runs under nbdev_test (IN_TEST=1: tiny presets),
-#   4. the pytest suite in tests/.
+#   4. the course website builds, and the pytest suite in tests/ passes (it checks the site in Chromium).
 # Needs MNIST: set FNTI_DATA_DIR to a folder holding MNIST/raw/ (else it downloads).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,9 @@ echo "== README in sync with nbs/index.ipynb"
 
 echo "== notebooks (nbdev_test)"
 OMP_NUM_THREADS=1 nbdev_test --n_workers 2
+
+echo "== course website (Jupyter Book, offline)"
+"$py" tools/build_site.py >/dev/null
 
 echo "== pytest"
 "$py" -m pytest -q tests "$@"
