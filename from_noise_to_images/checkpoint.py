@@ -30,6 +30,18 @@ class CheckpointError(ValueError):
     "A checkpoint file is missing, truncated, corrupt, foreign, or does not fit the model."
 
 # %% ../nbs/81_checkpoints.ipynb #a2f53409
+def _umask() -> int:
+    mask = os.umask(0); os.umask(mask)
+    return mask
+
+def _fsync_dir(folder) -> None:
+    if not hasattr(os, "O_DIRECTORY"): return   # Windows: no directory handles
+    try:
+        fd = os.open(folder, os.O_DIRECTORY)
+        try: os.fsync(fd)
+        finally: os.close(fd)
+    except OSError: pass
+
 def atomic_torch_save(obj, path) -> Path:
     "`torch.save` to a temporary file in the same folder, flush it to disk, then rename over `path`."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,7 +49,9 @@ def atomic_torch_save(obj, path) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f); f.flush(); os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes the file private; give it the usual permissions
         os.replace(tmp, path)   # atomic on POSIX and Windows: readers see the old or the new file
+        _fsync_dir(path.parent)  # and make the rename itself survive a power cut
     except BaseException:
         if os.path.exists(tmp): os.unlink(tmp)
         raise
