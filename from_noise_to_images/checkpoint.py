@@ -180,7 +180,10 @@ def load_checkpoint(path, map_location="cpu", training: bool = False) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file" + (" (it is a folder)" if path.is_dir() else ""))
     size = path.stat().st_size
-    try: state = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        with warnings.catch_warnings():   # torch's notes on odd pickles would only precede our error
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({size:,} bytes; truncated, corrupt or not "
