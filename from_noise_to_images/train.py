@@ -72,6 +72,7 @@ class Trainer:
                                  batch_size=getattr(dataloader, "batch_size", None), run=_plain(run_config or {}, "run_config"))
         self.epoch, self.step, self.losses, self.step_losses = 0, 0, [], []
         self.last_checkpoint = None   # path of the newest checkpoint written or resumed from
+        self._saved_at = None         # (step, epoch) of that checkpoint
         self._epoch_losses = []       # device tensors: the losses of the epoch in progress
         self._epoch_rng = None        # RNG states when the epoch in progress began (replays its shuffle on resume)
 
@@ -122,7 +123,8 @@ class Trainer:
         return new
 
     def _saved_now(self) -> bool:
-        return self.last_checkpoint is not None and self.last_checkpoint == checkpoint_path(self.checkpoint_dir, self.step)
+        "Whether the newest checkpoint holds this very state (same step, and the epoch's end already counted)."
+        return self._saved_at == (self.step, self.epoch)
 
     def _epoch_batches(self):
         "An iterator over this epoch's batches; after a resume mid-epoch it replays the shuffle and skips the batches done."
@@ -202,6 +204,7 @@ class Trainer:
         state = self.state_dict()   # checks the losses first: nothing is written after a NaN
         if path is not None: return atomic_torch_save(state, path)
         self.last_checkpoint = atomic_torch_save(state, checkpoint_path(self.checkpoint_dir, self.step))
+        self._saved_at = (self.step, self.epoch)
         prune_checkpoints(self.checkpoint_dir, self.keep_last)
         return self.last_checkpoint
 
@@ -216,7 +219,7 @@ class Trainer:
     def _resume_from(self, path, state) -> Path:
         self.load_state_dict(state, path)
         if self.checkpoint_dir is None: self.checkpoint_dir = path.parent
-        self.last_checkpoint = path
+        self.last_checkpoint, self._saved_at = path, (self.step, self.epoch)
         where = f", {state['batch_in_epoch']} batches into epoch {self.epoch + 1}" if state["batch_in_epoch"] else ""
         print(f"Resumed from {path}: step {self.step}, {self.epoch} epochs done{where}")
         return path
