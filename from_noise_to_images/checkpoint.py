@@ -71,9 +71,15 @@ def list_checkpoints(directory) -> list[Path]:
     found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _CKPT_RE.match(p.name)) and p.is_file()]
     return [p for _, p in sorted(found)]
 
-def prune_checkpoints(directory, keep_last: int) -> list[Path]:
-    "Delete all but the newest `keep_last` checkpoints in `directory`; returns the deleted paths."
-    old = list_checkpoints(directory)[:-keep_last] if keep_last > 0 else []
+def prune_checkpoints(directory, keep_last: int, current_step: int | None = None) -> list[Path]:
+    """Delete all but the newest `keep_last` checkpoints in `directory`; returns the deleted paths.
+
+    With `current_step`, first delete those from later steps: left by an abandoned run (or one resumed from an
+    earlier checkpoint), they would otherwise pass for the newest."""
+    found = list_checkpoints(directory)
+    later = [p for p in found if current_step is not None and int(_CKPT_RE.match(p.name).group(1)) > current_step]
+    found = [p for p in found if p not in later]
+    old = later + (found[:-keep_last] if keep_last > 0 else [])
     for p in old: p.unlink(missing_ok=True)
     return old
 

@@ -19,7 +19,7 @@ from .core import DatasetNotFoundError, get_device, mnist_loader, save_images, s
 from .models import SimpleUNet
 from .sampling import sample
 from .train import NonFiniteLossError, Trainer
-from .checkpoint import CheckpointError, load_model, resolve_checkpoint
+from .checkpoint import CheckpointError, list_checkpoints, load_model, resolve_checkpoint
 
 # %% ../nbs/80_cli.ipynb #fc854a3c
 def _build_unet(): return SimpleUNet(in_channels=1, model_channels=64, time_emb_dim=128)
@@ -138,7 +138,10 @@ def cmd_train(a) -> dict:
                                           **({"checkpoint_every": a.checkpoint_every} if a.checkpoint_every else {}))
         name, seed = run.get("model", state["model_class"]), run["seed"]
     else:
-        out = a.out or Path("runs/fnti")
+        out = Path(a.out or "runs/fnti")
+        if list_checkpoints(out / "checkpoints"):
+            raise ValueError(f"{out / 'checkpoints'} already holds checkpoints of a run: continue it with "
+                             f"`fnti train --resume {out}`, or choose another --out")
         seed_everything(a.seed)
         loader = mnist_loader(batch_size=a.batch_size, subset=a.subset or None, data_dir=a.data_dir, seed=a.seed)
         run = {k: getattr(a, k) for k in _RUN_KEYS}

@@ -7,7 +7,7 @@ __all__ = ['split_batch', 'NonFiniteLossError', 'Trainer']
 
 # %% ../nbs/01_3_training.ipynb #a9b72970
 import math
-import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -16,9 +16,9 @@ from tqdm.auto import tqdm
 from . import __version__
 from .core import get_device, seed_everything
 from .flow import flow_matching_loss
-from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, EMA, CheckpointError, atomic_torch_save,
-                                             build_model, check_state_dict, checkpoint_path, get_rng_state, loader_generators,
-                                             prune_checkpoints, resolve_checkpoint, set_rng_state)
+from .checkpoint import (
+    CHECKPOINT_FORMAT, CHECKPOINT_VERSION, EMA, CheckpointError, atomic_torch_save, build_model, check_state_dict,
+    checkpoint_path, get_rng_state, list_checkpoints, loader_generators, prune_checkpoints, resolve_checkpoint, set_rng_state)
 
 def split_batch(batch):
     "`(images, labels)` from a batch that is a tensor or a tuple/list `(images, labels, ...)`."
@@ -203,9 +203,12 @@ class Trainer:
         if path is None and self.checkpoint_dir is None: raise ValueError("save_checkpoint needs a path, or checkpoint_dir set")
         state = self.state_dict()   # checks the losses first: nothing is written after a NaN
         if path is not None: return atomic_torch_save(state, path)
+        if self._saved_at is None and (old := list_checkpoints(self.checkpoint_dir)):
+            warnings.warn(f"{self.checkpoint_dir} holds checkpoints of another run (newest: {old[-1].name}); this run's "
+                          "replace them. To continue a run instead, call trainer.resume(folder) before train().")
         self.last_checkpoint = atomic_torch_save(state, checkpoint_path(self.checkpoint_dir, self.step))
         self._saved_at = (self.step, self.epoch)
-        prune_checkpoints(self.checkpoint_dir, self.keep_last)
+        prune_checkpoints(self.checkpoint_dir, self.keep_last, current_step=self.step)
         return self.last_checkpoint
 
     def resume(self, path_or_dir) -> Path:

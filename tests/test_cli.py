@@ -106,3 +106,9 @@ def test_bad_checkpoint_or_data_dir_exit_1_with_one_line(tmp_path, capsys):
     assert "no such checkpoint file" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "nothing-here"), "--device", "cpu"]) == 1
     assert "fnti train: error:" in capsys.readouterr().err
+
+
+def test_fresh_train_into_a_used_folder_is_refused(tmp_path, capsys):
+    (tmp_path / "checkpoints").mkdir(); (tmp_path / "checkpoints" / "step_00000005.pt").write_bytes(b"x")
+    assert main(["train", "--out", str(tmp_path), "--device", "cpu"]) == 1
+    assert f"fnti train --resume {tmp_path}" in capsys.readouterr().err

@@ -177,3 +177,14 @@ def test_atomic_save_failure_keeps_previous_file(tmp_path):
         def __reduce__(self): raise RuntimeError("disk full")
     with pytest.raises(RuntimeError, match="disk full"): atomic_torch_save({"a": Boom()}, p)
     assert p.read_bytes() == before and [q.name for q in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_fresh_run_in_a_used_folder_warns_and_leaves_only_its_own(tmp_path):
+    for i, warn in ((0, False), (1, True)):
+        torch.manual_seed(i)
+        t = Trainer(tiny_net(), tiny_loader(32), lr=1e-3, device="cpu", checkpoint_dir=tmp_path, checkpoint_every=1, keep_last=5)
+        if warn:
+            with pytest.warns(UserWarning, match="holds checkpoints of another run"): t.train(1 if i else 2, progress=False)
+        else: t.train(2, progress=False)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000001.pt", "step_00000002.pt"]   # the old step 3, 4 are gone
+    assert load_checkpoint(tmp_path / "step_00000002.pt")["epoch"] == 1
