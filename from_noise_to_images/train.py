@@ -32,6 +32,35 @@ def split_batch(batch):
 class NonFiniteLossError(RuntimeError):
     "The loss became NaN or infinite; training stopped without writing a checkpoint."
 
+def _check_number(name, v, low, inclusive=False):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (v < low if inclusive else v <= low):
+        raise ValueError(f"{name} must be a {'non-negative' if inclusive else 'positive'} number, got {v!r}")
+
+def _plain(v, name):
+    "`v` with paths as strings; raises TypeError for values `torch.load(..., weights_only=True)` would refuse."
+    if v is None or isinstance(v, (bool, int, float, str)): return v
+    if isinstance(v, Path): return str(v)
+    if isinstance(v, (list, tuple)): return [_plain(x, name) for x in v]
+    if isinstance(v, dict): return {str(k): _plain(x, name) for k, x in v.items()}
+    raise TypeError(f"{name} may hold only numbers, strings, paths, None, lists and dicts; got {type(v).__name__}")
+
+def _check_trainer_args(model, dataloader, lr, weight_decay, checkpoint_dir, checkpoint_every, keep_last, ema_decay, grad_clip):
+    "Clear errors for bad `Trainer` arguments, before anything is built."
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not hasattr(dataloader, "__iter__"):
+        raise TypeError(f"dataloader must be an iterable of batches (a DataLoader or a list), got {type(dataloader).__name__}")
+    _check_number("lr", lr, low=0)
+    _check_number("weight_decay", weight_decay, low=0, inclusive=True)
+    if ema_decay is not None and not (isinstance(ema_decay, (int, float)) and 0 < ema_decay < 1):
+        raise ValueError(f"ema_decay must be None (no EMA) or a number in (0, 1) such as 0.999, got {ema_decay!r}")
+    if grad_clip is not None: _check_number("grad_clip", grad_clip, low=0)
+    for name, v in (("checkpoint_every", checkpoint_every), ("keep_last", keep_last)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError(f"{name} must be a positive int{' or None' if name == 'checkpoint_every' else ''}, got {v!r}")
+    if checkpoint_every is not None and checkpoint_dir is None:
+        raise ValueError("checkpoint_every needs checkpoint_dir: the folder to write checkpoints into")
+
 # %% ../nbs/01_3_training.ipynb #4cca3dea
 class Trainer:
     """Train a velocity model with the flow-matching loss and AdamW.
@@ -45,20 +74,7 @@ class Trainer:
                  checkpoint_dir=None, checkpoint_every: int | None = None, keep_last: int = 3,
                  ema_decay: float | None = None, grad_clip: float | None = None, seed: int | None = None,
                  run_config: dict | None = None):
-        if not isinstance(model, torch.nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not hasattr(dataloader, "__iter__"):
-            raise TypeError(f"dataloader must be an iterable of batches (a DataLoader or a list), got {type(dataloader).__name__}")
-        _check_number("lr", lr, low=0)
-        _check_number("weight_decay", weight_decay, low=0, inclusive=True)
-        if ema_decay is not None and not (isinstance(ema_decay, (int, float)) and 0 < ema_decay < 1):
-            raise ValueError(f"ema_decay must be None (no EMA) or a number in (0, 1) such as 0.999, got {ema_decay!r}")
-        if grad_clip is not None: _check_number("grad_clip", grad_clip, low=0)
-        for name, v in (("checkpoint_every", checkpoint_every), ("keep_last", keep_last)):
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise ValueError(f"{name} must be a positive int{' or None' if name == 'checkpoint_every' else ''}, got {v!r}")
-        if checkpoint_every is not None and checkpoint_dir is None:
-            raise ValueError("checkpoint_every needs checkpoint_dir: the folder to write checkpoints into")
+        _check_trainer_args(model, dataloader, lr, weight_decay, checkpoint_dir, checkpoint_every, keep_last, ema_decay, grad_clip)
         if seed is not None: seed_everything(seed)
         self.device = torch.device(device) if device is not None else get_device()
         self.model = model.to(self.device)
@@ -241,14 +257,3 @@ class Trainer:
         trainer._resume_from(path, state)
         return trainer
 
-def _check_number(name, v, low, inclusive=False):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (v < low if inclusive else v <= low):
-        raise ValueError(f"{name} must be a {'non-negative' if inclusive else 'positive'} number, got {v!r}")
-
-def _plain(v, name):
-    "`v` with paths as strings; raises TypeError for values `torch.load(..., weights_only=True)` would refuse."
-    if v is None or isinstance(v, (bool, int, float, str)): return v
-    if isinstance(v, Path): return str(v)
-    if isinstance(v, (list, tuple)): return [_plain(x, name) for x in v]
-    if isinstance(v, dict): return {str(k): _plain(x, name) for k, x in v.items()}
-    raise TypeError(f"{name} may hold only numbers, strings, paths, None, lists and dicts; got {type(v).__name__}")
