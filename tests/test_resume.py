@@ -81,3 +81,26 @@ def test_keep_last_and_checkpoint_contents(tmp_path):
     assert set(s["rng"]) == {"python", "numpy", "torch", "cuda", "generators"} and len(s["rng"]["generators"]) == 1
     assert s["train_config"]["ema_decay"] == 0.99 and s["train_config"]["lr"] == 1e-3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temporary files left behind
+
+
+def test_resume_from_checkpoint_taken_after_the_last_batch_of_an_epoch(tmp_path):
+    "A step checkpoint on an epoch's last batch (before the epoch is counted) resumes into the next epoch correctly."
+    import shutil
+    make = train_script.make
+
+    class Snap(Trainer):
+        def save_checkpoint(self, path=None):
+            p = super().save_checkpoint(path)
+            if path is None and self.step == 6 and self._epoch_losses: shutil.copy(p, tmp_path / "snap.pt")
+            return p
+
+    model, loader = make(True)
+    ref = Snap(model, loader, lr=1e-3, device="cpu", seed=0, checkpoint_dir=tmp_path / "ck", checkpoint_every=3, ema_decay=0.9)
+    ref.train(2, progress=False)
+    s = load_checkpoint(tmp_path / "snap.pt", training=True)
+    assert (s["step"], s["epoch"], s["batch_in_epoch"]) == (6, 0, 6)
+    model, loader = make(True)
+    t = Trainer(model, loader, lr=1e-3, device="cpu", checkpoint_dir=tmp_path / "again")
+    t.resume(tmp_path / "snap.pt")
+    t.train(2 - t.epoch, progress=False)
+    assert t.step_losses == ref.step_losses and t.losses == ref.losses and t.epoch == 2
