@@ -240,7 +240,7 @@ class Trainer:
         if self.checkpoint_dir is None: self.checkpoint_dir = path.parent
         self.last_checkpoint, self._saved_at = path, (self.step, self.epoch)
         where = f", {state['batch_in_epoch']} batches into epoch {self.epoch + 1}" if state["batch_in_epoch"] else ""
-        print(f"Resumed from {path}: step {self.step}, {self.epoch} epochs done{where}")
+        print(f"Resumed from {path}: step {self.step}, {self.epoch} epoch{'' if self.epoch == 1 else 's'} done{where}")
         return path
 
     @classmethod
