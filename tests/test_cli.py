@@ -1,0 +1,114 @@
+"The fnti command line end to end: train, resume, sample; exit code 2 with the usage line on bad flags."
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from from_noise_to_images.cli import main
+from from_noise_to_images.core import has_local_mnist, resolve_data_dir
+
+needs_mnist = pytest.mark.skipif(not has_local_mnist(resolve_data_dir()), reason="no local MNIST copy ($FNTI_DATA_DIR)")
+TINY = ["--model", "unet-small", "--subset", "96", "--batch-size", "32", "--num-samples", "4", "--steps", "2",
+        "--device", "cpu", "--no-progress"]
+
+
+def cli(env, *args):
+    return subprocess.run([sys.executable, "-m", "from_noise_to_images.cli", *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=180)
+
+
+@needs_mnist
+def test_python_m_cli_train_then_sample(tmp_path, env):
+    out = tmp_path / "run"
+    r = cli(env, "train", *TINY, "--checkpoint-every", "2", "--out", out)
+    assert r.returncode == 0, r.stderr
+    summary = r.stdout.strip().splitlines()[-1]
+    for name in ("model.pt", "samples.png", "losses.json", "checkpoints"): assert name in summary
+    rec = json.loads((out / "losses.json").read_text())
+    assert len(rec["step_losses"]) == 3 and rec["sampled_with"] == "ema"
+    assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["step_00000002.pt", "step_00000003.pt"]
+    r = cli(env, "sample", out, "--num-samples", "6", "--nrow", "3", "--steps", "2", "--seed", "1",
+            "--out", tmp_path / "grid.png", "--device", "cpu", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "ema weights of SimpleUNet" in r.stdout and str(tmp_path / "grid.png") in r.stdout
+    w, h = Image.open(tmp_path / "grid.png").size
+    assert (w, h) == (3 * 30 + 2, 2 * 30 + 2)     # 3 columns, 2 rows of 28 px with 2 px padding
+
+
+@needs_mnist
+def test_cli_resume_matches_uninterrupted_run(tmp_path, capsys):
+    assert main(["train", *TINY, "--epochs", "2", "--checkpoint-every", "2", "--out", str(tmp_path / "full")]) == 0
+    assert main(["train", *TINY, "--epochs", "1", "--checkpoint-every", "2", "--out", str(tmp_path / "part")]) == 0
+    assert main(["train", "--resume", str(tmp_path / "part"), "--epochs", "2", "--num-samples", "4", "--steps", "2",
+                 "--device", "cpu", "--no-progress"]) == 0
+    assert "Resumed from" in capsys.readouterr().out
+    full = json.loads((tmp_path / "full" / "losses.json").read_text())
+    part = json.loads((tmp_path / "part" / "losses.json").read_text())
+    assert len(full["step_losses"]) == 6 and part["step_losses"] == full["step_losses"]
+    assert part["epoch_losses"] == full["epoch_losses"]
+    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "model.pt", weights_only=True)
+    for k, v in a["ema_state_dict"]["model_state_dict"].items(): assert torch.equal(v, b["ema_state_dict"]["model_state_dict"][k])
+    # a finished run asked for no more epochs: nothing to train, still a summary
+    assert main(["train", "--resume", str(tmp_path / "part"), "--epochs", "2", "--num-samples", "4", "--steps", "2",
+                 "--device", "cpu", "--no-progress"]) == 0
+    assert "Already trained for 2 epoch(s)" in capsys.readouterr().out
+
+
+BAD_FLAGS = [
+    (["train", "--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
+    (["train", "--epochs", "ten"], "expected a positive integer, got 'ten'"),
+    (["train", "--model", "gan"], "argument --model: invalid choice: 'gan'"),
+    (["train", "--bogus"], "unrecognized arguments: --bogus"),
+    (["train", "--lr", "-1"], "argument --lr: expected a positive number"),
+    (["train", "--ema-decay", "1"], "argument --ema-decay: expected a number in [0, 1)"),
+    (["train", "--grad-clip", "0"], "argument --grad-clip: expected a positive number, got 0.0"),
+    (["train", "--checkpoint-every", "0"], "argument --checkpoint-every: expected a positive integer"),
+    (["train", "--keep-last", "-2"], "argument --keep-last: expected a positive integer"),
+    (["train", "--subset", "-5"], "argument --subset: expected an integer >= 0"),
+    (["train", "--resume"], "argument --resume: expected one argument"),
+    (["sample"], "the following arguments are required: checkpoint"),
+    (["sample", "x.pt", "--steps", "0"], "argument --steps: expected a positive integer, got 0"),
+    (["sample", "x.pt", "--num-samples", "-1"], "argument --num-samples: expected a positive integer"),
+    (["evaluate"], "invalid choice: 'evaluate'"),
+    ([], "the following arguments are required: COMMAND"),
+]
+
+
+@pytest.mark.parametrize("argv,msg", BAD_FLAGS, ids=[" ".join(a) or "nothing" for a, _ in BAD_FLAGS])
+def test_bad_flags_exit_2_with_usage(argv, msg, capsys):
+    with pytest.raises(SystemExit) as e: main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: fnti") and msg in err, err
+
+
+def test_bad_flag_exit_code_from_the_shell(env):
+    r = cli(env, "train", "--epochs", "0")
+    assert r.returncode == 2 and r.stderr.startswith("usage: fnti train") and "expected a positive integer" in r.stderr
+
+
+def test_help_for_each_command(capsys):
+    for argv in (["--help"], ["train", "--help"], ["sample", "--help"]):
+        with pytest.raises(SystemExit) as e: main(argv)
+        assert e.value.code == 0 and "usage: fnti" in capsys.readouterr().out
+
+
+def test_bad_checkpoint_or_data_dir_exit_1_with_one_line(tmp_path, capsys):
+    (tmp_path / "x.pt").write_text("not a checkpoint")
+    assert main(["sample", str(tmp_path / "x.pt"), "--no-progress", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"fnti sample: error: {tmp_path / 'x.pt'}: not a readable checkpoint") and err.count("\n") == 1
+    assert main(["sample", str(tmp_path / "empty"), "--no-progress", "--device", "cpu"]) == 1
+    assert "no such checkpoint file" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "nothing-here"), "--device", "cpu"]) == 1
+    assert "fnti train: error:" in capsys.readouterr().err
+
+
+def test_fresh_train_into_a_used_folder_is_refused(tmp_path, capsys):
+    (tmp_path / "checkpoints").mkdir(); (tmp_path / "checkpoints" / "step_00000005.pt").write_bytes(b"x")
+    assert main(["train", "--out", str(tmp_path), "--device", "cpu"]) == 1
+    assert f"fnti train --resume {tmp_path}" in capsys.readouterr().err
