@@ -6,7 +6,7 @@
 __all__ = ['PatchEmbed', 'sincos_1d', 'sincos_2d', 'PosEmbed2D', 'explicit_attention', 'Attention', 'TimestepEmbedding', 'AdaLN',
            'DiTBlock', 'DiT']
 
-# %% ../nbs/02_dit.ipynb #c415cc0c
+# %% ../nbs/02_dit.ipynb #7cdb4695
 import math
 import torch
 import torch.nn as nn
@@ -34,7 +34,7 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)   # (B, D, g, g) -> (B, g*g, D)
 
-# %% ../nbs/02_dit.ipynb #2f172b5f
+# %% ../nbs/02_dit.ipynb #8928f725
 def sincos_1d(positions: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
     "Sines then cosines of `positions` at `dim // 2` geometric frequencies: `(len(positions), dim)`."
     if dim <= 0 or dim % 2: raise ValueError(f"dim must be a positive even int, got {dim}")
@@ -60,7 +60,7 @@ class PosEmbed2D(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return tokens + self.pe.to(tokens.dtype)
 
-# %% ../nbs/02_dit.ipynb #adcf2747
+# %% ../nbs/02_dit.ipynb #b02b8928
 def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, return_weights: bool = False):
     "softmax(Q K^T / sqrt(d)) V written out; `q, k, v` are `(..., N, d)`."
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
@@ -91,7 +91,7 @@ class Attention(nn.Module):
         o = self.out(o.transpose(1, 2).flatten(2))          # (B, heads, N, d) -> (B, N, D)
         return (o, w) if return_weights else o
 
-# %% ../nbs/02_dit.ipynb #1abaee8e
+# %% ../nbs/02_dit.ipynb #e25e3937
 class TimestepEmbedding(nn.Module):
     "t `(B,)` (or a scalar) -> sinusoid(embed_dim) -> Linear -> SiLU -> Linear: `(B, cond_dim)`."
     def __init__(self, embed_dim: int = 256, cond_dim: int = 1024):
@@ -117,7 +117,7 @@ class AdaLN(nn.Module):
         scale, shift = self.proj(cond).chunk(2, dim=-1)     # (B, D) each
         return self.norm(x) * (1 + scale[:, None]) + shift[:, None]
 
-# %% ../nbs/02_dit.ipynb #a0b5bb03
+# %% ../nbs/02_dit.ipynb #3efd8742
 class DiTBlock(nn.Module):
     "adaLN -> attention -> residual, then adaLN -> MLP -> residual; with `adaln_zero`, both branches are also gated by the condition."
     def __init__(self, embed_dim: int, num_heads: int, mlp_ratio: float = 4.0, cond_dim: int | None = None,
@@ -142,7 +142,7 @@ class DiTBlock(nn.Module):
         x = x + g_mlp * self.mlp(self.norm2(x, cond))
         return (x, w) if return_weights else x
 
-# %% ../nbs/02_dit.ipynb #151f77ea
+# %% ../nbs/02_dit.ipynb #b789f665
 class DiT(nn.Module):
     "A Diffusion Transformer: `(B, C, H, W)` images and times `t` in [0, 1] -> velocities of the same shape."
     def __init__(self, img_size: int = 28, patch_size: int = 4, in_channels: int = 1, embed_dim: int = 256,
