@@ -56,7 +56,11 @@ class Trainer:
     def train_step(self, batch) -> torch.Tensor:
         "One optimizer step on one batch; returns the loss as a detached device tensor."
         x0, _ = split_batch(batch)
-        loss = flow_matching_loss(self.model, x0.to(self.device, non_blocking=True))
+        num_classes = getattr(self.model, "num_classes", None)   # labels reach class-conditional models only (chapter 3)
+        y = split_batch(batch)[1] if num_classes else None
+        if num_classes and y is None: raise ValueError(f"a class-conditional model (num_classes={num_classes}) needs (images, labels) batches")
+        kw = {} if y is None else {"y": y.to(self.device, non_blocking=True)}
+        loss = flow_matching_loss(self.model, x0.to(self.device, non_blocking=True), **kw)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
