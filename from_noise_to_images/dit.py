@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['PatchEmbed', 'sincos_1d', 'sincos_2d', 'PosEmbed2D', 'explicit_attention', 'Attention', 'TimestepEmbedding', 'AdaLN',
-           'DiTBlock', 'DiT']
+           'DiTBlock', 'LabelEmbedding', 'DiT']
 
 # %% ../nbs/02_dit.ipynb #7cdb4695
 import math
@@ -143,10 +143,34 @@ class DiTBlock(nn.Module):
         return (x, w) if return_weights else x
 
 # %% ../nbs/02_dit.ipynb #b789f665
+class LabelEmbedding(nn.Module):
+    "Class labels `(B,)` -> vectors `(B, cond_dim)`. Row `num_classes` is the null label ∅; in training mode each label becomes ∅ with probability `dropout_prob`, independently per sample."
+    def __init__(self, num_classes: int, cond_dim: int, dropout_prob: float = 0.1):
+        super().__init__()
+        _check_positive_ints(num_classes=num_classes, cond_dim=cond_dim)
+        if isinstance(dropout_prob, bool) or not isinstance(dropout_prob, (int, float)) or not 0 <= dropout_prob < 1:
+            raise ValueError(f"class_dropout_prob must be a number in [0, 1), got {dropout_prob!r}")
+        self.num_classes, self.dropout_prob = num_classes, float(dropout_prob)
+        self.embedding = nn.Embedding(num_classes + 1, cond_dim)   # one extra row: the null label
+        nn.init.normal_(self.embedding.weight, std=0.02)
+
+    @property
+    def null_label(self) -> int: return self.num_classes
+
+    def drop(self, y: torch.Tensor) -> torch.Tensor:
+        "Replace each label by the null label with probability `dropout_prob`, one coin per sample."
+        if self.dropout_prob == 0: return y
+        dropped = torch.rand(y.shape, device=y.device) < self.dropout_prob
+        return torch.where(dropped, torch.full_like(y, self.null_label), y)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.embedding(self.drop(y) if self.training else y)
+
 class DiT(nn.Module):
     "A Diffusion Transformer: `(B, C, H, W)` images and times `t` in [0, 1] -> velocities of the same shape."
     def __init__(self, img_size: int = 28, patch_size: int = 4, in_channels: int = 1, embed_dim: int = 256,
-                 depth: int = 6, num_heads: int = 8, mlp_ratio: float = 4.0, adaln_zero: bool = False):
+                 depth: int = 6, num_heads: int = 8, mlp_ratio: float = 4.0, adaln_zero: bool = False,
+                 num_classes: int | None = None, class_dropout_prob: float = 0.1):
         super().__init__()
         _check_positive_ints(img_size=img_size, patch_size=patch_size, in_channels=in_channels,
                              embed_dim=embed_dim, depth=depth, num_heads=num_heads)
@@ -160,23 +184,45 @@ class DiT(nn.Module):
             raise ValueError(f"mlp_ratio must be a positive number, got {mlp_ratio!r}")
         self.config = dict(img_size=img_size, patch_size=patch_size, in_channels=in_channels, embed_dim=embed_dim,
                            depth=depth, num_heads=num_heads, mlp_ratio=float(mlp_ratio), adaln_zero=bool(adaln_zero))
+        if num_classes is not None:   # class-conditional (chapter 3); the default model stays exactly as it was
+            self.config.update(num_classes=num_classes, class_dropout_prob=float(class_dropout_prob))
         cond_dim = 4 * embed_dim
         self.patch_embed = PatchEmbed(img_size, patch_size, in_channels, embed_dim)
         self.pos_embed = PosEmbed2D(self.patch_embed.grid_size, embed_dim)
         self.time_embed = TimestepEmbedding(embed_dim, cond_dim)
+        self.num_classes = num_classes
+        self.label_embed = LabelEmbedding(num_classes, cond_dim, class_dropout_prob) if num_classes is not None else None
         self.blocks = nn.ModuleList(DiTBlock(embed_dim, num_heads, mlp_ratio, cond_dim, adaln_zero) for _ in range(depth))
         # default: a plain LayerNorm; adaLN-Zero: a zero-initialised adaLN and a zero-initialised output layer
         self.final_norm = AdaLN(embed_dim, cond_dim, zero_init=True) if adaln_zero else nn.LayerNorm(embed_dim)
         self.final_linear = nn.Linear(embed_dim, patch_size * patch_size * in_channels)
         if adaln_zero: nn.init.zeros_(self.final_linear.weight); nn.init.zeros_(self.final_linear.bias)
 
-    def condition(self, t: torch.Tensor, batch_size: int) -> torch.Tensor:
-        "The vector `(B, 4 * embed_dim)` that every adaLN reads; here the time embedding alone."
+    def condition(self, t: torch.Tensor, batch_size: int, y: torch.Tensor | None = None) -> torch.Tensor:
+        "The vector `(B, 4 * embed_dim)` that every adaLN reads: the time embedding, plus the label embedding of `y` if `num_classes` is set."
         t = torch.as_tensor(t, dtype=torch.float32, device=self.final_linear.weight.device).reshape(-1)
         if t.numel() == 1: t = t.expand(batch_size)
         if t.shape != (batch_size,):
             raise ValueError(f"t must be a scalar or have shape ({batch_size},), got {tuple(t.shape)}")
-        return self.time_embed(t)
+        if self.num_classes is None:
+            if y is not None: raise ValueError("this DiT is unconditional (num_classes=None): it takes no class labels y")
+            return self.time_embed(t)
+        return self.time_embed(t) + self.label_embed(self.check_labels(y, batch_size))
+
+    def check_labels(self, y, batch_size: int) -> torch.Tensor:
+        "`y` as a long tensor `(B,)` on the model's device; `None` means unconditional (all null labels, index `num_classes`)."
+        device = self.final_linear.weight.device
+        if y is None: return torch.full((batch_size,), self.num_classes, dtype=torch.long, device=device)
+        y = torch.as_tensor(y, device=device)
+        if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
+            raise TypeError(f"class labels y must be integers, got dtype {y.dtype}")
+        if y.numel() == 1: y = y.reshape(1).expand(batch_size)
+        if y.shape != (batch_size,):
+            raise ValueError(f"class labels y must be an int or have shape ({batch_size},), got {tuple(y.shape)}")
+        if y.min() < 0 or y.max() > self.num_classes:
+            raise ValueError(f"class labels y must lie in [0, {self.num_classes - 1}], or be {self.num_classes} "
+                             f"(the null label), got values from {y.min().item()} to {y.max().item()}")
+        return y.long()
 
     def unpatchify(self, tokens: torch.Tensor) -> torch.Tensor:
         "`(B, N, p*p*C)` -> `(B, C, H, W)`: each token's values back onto its patch of the grid."

@@ -18,12 +18,15 @@ def _check_sample_args(num_samples, image_shape, num_steps):
 
 @torch.no_grad()
 def sample(model, num_samples: int, image_shape=(1, 28, 28), num_steps: int = 50, device=None,
-           return_trajectory: bool = False, seed: int | None = None):
+           return_trajectory: bool = False, seed: int | None = None,
+           class_labels=None, cfg_scale: float = 1.0, guidance_interval=None):
     "Euler-integrate dx/dt = model(x, t) from noise at t = 1 to data at t = 0."
     _check_sample_args(num_samples, image_shape, num_steps)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     g = torch.Generator().manual_seed(seed) if seed is not None else None
     x = torch.randn(num_samples, *image_shape, generator=g).to(device)
+    from from_noise_to_images.guidance import guided_model   # chapter 3: class labels and classifier-free guidance
+    model = guided_model(model, num_samples, class_labels, cfg_scale, guidance_interval)
     was_training = model.training
     model.eval()
     traj = [x.cpu()] if return_trajectory else None

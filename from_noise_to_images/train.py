@@ -97,10 +97,13 @@ class Trainer:
 
     def train_step(self, batch) -> torch.Tensor:
         "One optimizer step on one batch (loss, backward, clip, AdamW, EMA); returns the loss as a detached device tensor."
-        x0, _ = split_batch(batch)
+        x0, y = split_batch(batch)
         if not x0.is_floating_point():
             raise TypeError(f"images must be floating point, scaled to [-1, 1]; got dtype {x0.dtype} (convert with ToTensor and Normalize)")
-        loss = flow_matching_loss(self.model, x0.to(self.device, non_blocking=True))
+        num_classes = getattr(self.model, "num_classes", None)   # labels reach class-conditional models only (chapter 3)
+        if num_classes and y is None: raise ValueError(f"a class-conditional model (num_classes={num_classes}) needs (images, labels) batches")
+        kw = {"y": y.to(self.device, non_blocking=True)} if num_classes else {}
+        loss = flow_matching_loss(self.model, x0.to(self.device, non_blocking=True), **kw)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.train_config["grad_clip"] is not None:
