@@ -81,7 +81,9 @@ def test_bad_input_gives_clear_error(fn, exc, msg):
 
 def test_unknown_cli_model_name():
     from from_noise_to_images.cli import build_named_model
-    with pytest.raises(ValueError, match="unknown model 'gan': choose one of unet, unet-small"): build_named_model("gan")
+    from from_noise_to_images.cli import MODELS
+    with pytest.raises(ValueError, match="unknown model 'gan': choose one of ") as e: build_named_model("gan")
+    assert all(name in str(e.value) for name in MODELS) and "dit" in MODELS and "unet" in MODELS
 
 
 def test_enough_cases(): assert len(CASES) >= 20
