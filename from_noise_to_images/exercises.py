@@ -7,14 +7,14 @@ __all__ = ['CHECKS', 'CheckResult', 'check_interpolate', 'check_flow_matching_lo
            'check_attention', 'check_unpatchify', 'check_cfg_combine', 'check_guided_velocity', 'check_heun_step',
            'check_midpoint_step']
 
-# %% ../nbs/83_exercises.ipynb #92f31fa4
+# %% ../nbs/83_exercises.ipynb #5a360f96
 import importlib
 import math
 
 import torch
 import torch.nn as nn
 
-# %% ../nbs/83_exercises.ipynb #69359d5b
+# %% ../nbs/83_exercises.ipynb #3096d7b3
 class CheckResult:
     "What a check found: `ok` (also its truth value) and the one-line `message` it printed."
     def __init__(self, ok: bool, message: str): self.ok, self.message = bool(ok), message
@@ -57,7 +57,7 @@ def _run_check(exercise: str, diagnose, fn, raise_hint: str = "", return_result:
     print(msg)
     return CheckResult(ok, msg) if return_result else None
 
-# %% ../nbs/83_exercises.ipynb #d6b46ca9
+# %% ../nbs/83_exercises.ipynb #e7f277da
 def _close(a, b, atol=1e-5, rtol=1e-4) -> bool:
     return isinstance(a, torch.Tensor) and a.shape == b.shape and torch.allclose(a.double(), b.double(), atol=atol, rtol=rtol)
 
@@ -80,7 +80,7 @@ def _value_problem(got, want, mistakes, case: str, generic_hint: str):
     diff = (got.double() - want.double()).abs().max().item()
     return f"values differ from the reference by up to {diff:.3g} ({case}). Hint: {generic_hint}"
 
-# %% ../nbs/83_exercises.ipynb #03d9907d
+# %% ../nbs/83_exercises.ipynb #61f55462
 def _tiny_pair(B=3, shape=(1, 4, 4), seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(B, *shape, generator=g).tanh(), torch.randn(B, *shape, generator=g)
@@ -102,7 +102,7 @@ def check_interpolate(fn, return_result: bool = False):
     "Exercise 1.1: `fn(x0, x1, t)` must equal `flow.interpolate` (the straight path, one `t` per sample)."
     return _run_check("1.1", _diagnose_interpolate, fn, "t has shape (B,): reshape it to (B, 1, 1, 1) so it broadcasts over the image", return_result)
 
-# %% ../nbs/83_exercises.ipynb #d93b8c6b
+# %% ../nbs/83_exercises.ipynb #5ff435b5
 class _ToyVelocity(nn.Module):
     "A tiny deterministic 'network' `v(x, t)` that depends on both `x` and `t`, so mistakes in either show up."
     def __init__(self, shape=(1, 4, 4)):
@@ -144,7 +144,7 @@ def check_flow_matching_loss(fn, return_result: bool = False):
     "Exercise 1.2: `fn(model, x0, t, x1)` must equal `flow.flow_matching_loss` for the same `t` and `x1`."
     return _run_check("1.2", _diagnose_loss, fn, "call model(x_t, t) with x_t from the straight path", return_result)
 
-# %% ../nbs/83_exercises.ipynb #633852a1
+# %% ../nbs/83_exercises.ipynb #9f3cf4f7
 def _euler_variants(model, x, n):
     "What common mistakes in an Euler sampler return, with a hint for each."
     ts = torch.linspace(1.0, 0.0, n + 1)
@@ -181,7 +181,7 @@ def check_euler_sample(fn, return_result: bool = False):
     "Exercise 1.3: `fn(model, x1, num_steps)` must return what `sampling.sample` returns from the same noise `x1`."
     return _run_check("1.3", _diagnose_euler, fn, "the model takes (x, t) with t of shape (B,) or a scalar", return_result)
 
-# %% ../nbs/83_exercises.ipynb #e733c9e1
+# %% ../nbs/83_exercises.ipynb #71e05909
 def _diagnose_sincos_2d(fn):
     from from_noise_to_images.dit import sincos_1d, sincos_2d
     for g, d in ((3, 8), (7, 16)):
@@ -207,7 +207,7 @@ def check_sincos_2d(fn, return_result: bool = False):
     "Exercise 2.1: `fn(grid_size, dim)` must equal `dit.sincos_2d`: `(grid_size**2, dim)`, row-major, row half first."
     return _run_check("2.1", _diagnose_sincos_2d, fn, "use sincos_1d(positions, dim // 2) for rows and columns", return_result)
 
-# %% ../nbs/83_exercises.ipynb #1aed6446
+# %% ../nbs/83_exercises.ipynb #3512d138
 def _diagnose_attention(fn):
     from from_noise_to_images.dit import explicit_attention
     g = torch.Generator().manual_seed(0)
@@ -232,7 +232,7 @@ def check_attention(fn, return_result: bool = False):
     "Exercise 2.2: `fn(q, k, v)` (each `(..., N, d)`) must equal `dit.explicit_attention`: softmax(Q K^T / sqrt(d)) V."
     return _run_check("2.2", _diagnose_attention, fn, "use k.transpose(-2, -1) so the shapes work for any leading dims", return_result)
 
-# %% ../nbs/83_exercises.ipynb #1b47857b
+# %% ../nbs/83_exercises.ipynb #f25c72b3
 def _diagnose_unpatchify(fn):
     from from_noise_to_images.dit import DiT
     g = torch.Generator().manual_seed(0)
@@ -258,7 +258,7 @@ def check_unpatchify(fn, return_result: bool = False):
     "Exercise 2.3: `fn(tokens, patch_size, in_channels)` must equal `DiT.unpatchify`: `(B, N, p*p*C)` -> `(B, C, H, W)`."
     return _run_check("2.3", _diagnose_unpatchify, fn, "the grid has sqrt(N) patches per side", return_result)
 
-# %% ../nbs/83_exercises.ipynb #783369a1
+# %% ../nbs/83_exercises.ipynb #2ec6f8a4
 class _ToyConditional(nn.Module):
     "A toy class-conditional velocity: `model(x, t, y)` with `y = num_classes` the null label."
     def __init__(self, num_classes: int = 3, shape=(1, 4, 4)):
@@ -282,15 +282,15 @@ def _diagnose_cfg_combine(fn):
     x, _ = _tiny_pair()
     t, y = torch.tensor([0.2, 0.5, 0.8]), torch.tensor([0, 2, 1])
     vc, vu = model(x, t, y), model(x, t, torch.full_like(y, 3))
-    for w in (0.0, 1.0, 2.5):
+    for w in (2.5, 0.0, 1.0):
         case = f"w = {w}, 3 toy velocities"
         want = guidance.cfg_velocity(model, x, t, y, w)
         got = _call(fn, vc.clone(), vu.clone(), w)
         mistakes = [((1 + w) * vc - w * vu, "that is the (1 + w) v_c - w v_u convention (facebookresearch/flow_matching); ours is v_u + w (v_c - v_u), so w = 1 means plain conditional (see the notation page)"),
                     (vc + w * (vu - vc), "conditional and unconditional are swapped: start from v_u and move w times (v_c - v_u)"),
                     (w * (vc - vu), "add the unconditional velocity: v_u + w (v_c - v_u)"),
-                    (vc + w * (vc - vu), "that is v_c + w (v_c - v_u); ours is v_u + w (v_c - v_u)")]
-        if w == 1.0: mistakes = mistakes[1:]   # (1 + w) form and ours differ at w = 1 only through the mistakes above
+                    (vc + w * (vc - vu), "that is v_c + w (v_c - v_u); ours is v_u + w (v_c - v_u)"),
+                    (vc, "that is v_c alone: guidance starts from v_u and moves w times (v_c - v_u)")]
         if (p := _value_problem(got, want, mistakes, case, "v_u + w * (v_c - v_u)")) is not None:
             return p
     return None
@@ -305,7 +305,7 @@ def _diagnose_guided_velocity(fn):
     model = _ToyConditional().eval()
     x, _ = _tiny_pair()
     t, y = torch.tensor([0.2, 0.5, 0.8]), torch.tensor([0, 2, 1])
-    for w in (0.0, 3.0):
+    for w in (3.0, 0.0):
         case = f"a toy conditional model with num_classes = 3, labels {y.tolist()}, w = {w}"
         want = guidance.cfg_velocity(model, x, t, y, w)
         got = _call(fn, model, x.clone(), t.clone(), y.clone(), w)
@@ -322,7 +322,7 @@ def check_guided_velocity(fn, return_result: bool = False):
     return _run_check("3.2", _diagnose_guided_velocity, fn,
                       "call the model as model(x, t, y=labels); the null label is model.num_classes", return_result)
 
-# %% ../nbs/83_exercises.ipynb #bd4f5bb3
+# %% ../nbs/83_exercises.ipynb #787e5966
 def _field():
     m = _ToyVelocity()
     return lambda x, t: m(x, t)
@@ -364,7 +364,7 @@ def check_midpoint_step(fn, return_result: bool = False):
     "Exercise 4.2: `fn(f, x, t, h)` must equal `solvers.midpoint_step`: the slope at the half step."
     return _run_check("4.2", lambda g: _diagnose_step(g, "midpoint"), fn, "f takes (x, t); h is negative when going from noise to data", return_result)
 
-# %% ../nbs/83_exercises.ipynb #67e93a38
+# %% ../nbs/83_exercises.ipynb #530c456c
 CHECKS = {"1.1": check_interpolate, "1.2": check_flow_matching_loss, "1.3": check_euler_sample,
           "2.1": check_sincos_2d, "2.2": check_attention, "2.3": check_unpatchify,
           "3.1": check_cfg_combine, "3.2": check_guided_velocity,
