@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     cfg = cc.settings()
     ref = a.ref or f"v{cfg['version']}"
-    out_rel = a.out.resolve().relative_to(ROOT) if a.out.resolve().is_relative_to(ROOT) else a.out
+    out_rel = "exercises"   # where the learner's copies live in the repository: what the Colab badge opens
     sources = exercise_notebooks(a.nbs)
     stale = []
     for src in sources:
