@@ -79,7 +79,10 @@ def strip_markdown(src: str, where: str) -> str:
 def learner_version(nb: dict, rel_out: str, cfg: dict, ref: str, nbs_rel: str = "../nbs") -> dict:
     "The learner's notebook: solutions replaced by stubs, no outputs, links to chapters re-pointed, Colab badge for its own path."
     nb = json.loads(json.dumps(nb))
+    # only what the learner needs: running the solution notebook (kernel name, cell timings) must not make this stale
+    nb["metadata"] = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}}
     for k, cell in enumerate(nb["cells"]):
+        cell["metadata"] = {}
         src = cc._src(cell)
         where = f"cell {k}"
         if cell["cell_type"] == "code":
