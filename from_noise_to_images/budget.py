@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['GPU_PEAKS', 'flops_per_training_image', 'measure_training_throughput', 'training_budget']
 
-# %% ../nbs/84_budget.ipynb #4096f508
+# %% ../nbs/84_budget.ipynb #e29fcc34
 import time
 
 import torch
@@ -16,7 +16,7 @@ from .flow import flow_matching_loss
 # Published dense peaks (TFLOP/s) for the precision each card trains in.
 GPU_PEAKS = {"Colab T4 (fp16 peak 65 TFLOP/s)": 65.0, "H100 SXM (bf16 peak 989 TFLOP/s)": 989.0}
 
-# %% ../nbs/84_budget.ipynb #53f4c732
+# %% ../nbs/84_budget.ipynb #2e51cb1c
 def flops_per_training_image(model, image_shape=(1, 28, 28), **model_kwargs) -> float:
     "FLOPs of one flow-matching training step (forward + backward), per image."
     x = torch.randn(2, *image_shape, device=next(model.parameters()).device)
@@ -25,7 +25,7 @@ def flops_per_training_image(model, image_shape=(1, 28, 28), **model_kwargs) -> 
     model.zero_grad(set_to_none=True)
     return fc.get_total_flops() / 2
 
-# %% ../nbs/84_budget.ipynb #22704943
+# %% ../nbs/84_budget.ipynb #ae218065
 def measure_training_throughput(model, batch_size: int = 32, steps: int = 3, image_shape=(1, 28, 28), device=None) -> float:
     "Images per second of real AdamW training steps on `device` (the model's own by default)."
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -41,7 +41,7 @@ def measure_training_throughput(model, batch_size: int = 32, steps: int = 3, ima
     if device.type == "cuda": torch.cuda.synchronize()
     return batch_size * steps / (time.perf_counter() - t0)
 
-# %% ../nbs/84_budget.ipynb #6b1072fe
+# %% ../nbs/84_budget.ipynb #7f930373
 def _fmt_seconds(s: float) -> str:
     if s < 90: return f"{s:.0f} s"
     if s < 5400: return f"{s / 60:.0f} min"
@@ -49,22 +49,25 @@ def _fmt_seconds(s: float) -> str:
 
 def training_budget(model, presets: dict, image_shape=(1, 28, 28), measure: bool = True,
                     gpu_fraction_of_peak: float = 0.10, batch_size: int = 32, verbose: bool = True) -> list[dict]:
-    "Time to train each preset (`images` seen = `epochs * subset`) here (measured) and on GPUs (scaled)."
-    flops = flops_per_training_image(model, image_shape)
-    here = measure_training_throughput(model, batch_size=batch_size, image_shape=image_shape) if measure else None
-    dev = next(model.parameters()).device
+    """Time to train each preset (`epochs * subset` images) here (measured) and on GPUs (scaled).
+    `model` is one module for every preset, or a dict `{preset name: module}` when presets differ in size."""
+    models = model if isinstance(model, dict) else {name: model for name in presets}
+    cost = {}   # per distinct module: (FLOPs per image, measured images/s here)
     rows = []
     for name, p in presets.items():
+        m = models[name]
+        if id(m) not in cost:
+            here = measure_training_throughput(m, batch_size=batch_size, image_shape=image_shape) if measure else None
+            cost[id(m)] = (flops_per_training_image(m, image_shape), here)
+        flops, here = cost[id(m)]
         images = p["epochs"] * (p.get("subset") or 60_000)
-        row = dict(preset=name, images=images)
-        if here: row[f"this machine ({dev.type}, measured {here:.0f} img/s)"] = _fmt_seconds(images / here)
+        row = dict(preset=name, model=f"{type(m).__name__} ({sum(q.numel() for q in m.parameters()):,} params, "
+                                       f"{flops / 1e9:.2f} GFLOP/image)", images=images)
+        if here: row[f"here ({next(m.parameters()).device.type}, measured)"] = f"{_fmt_seconds(images / here)} at {here:.0f} img/s"
         for gpu, peak in GPU_PEAKS.items():
             row[f"{gpu}, scaled"] = _fmt_seconds(images * flops / (peak * 1e12 * gpu_fraction_of_peak))
         rows.append(row)
     if verbose:
-        print(f"{type(model).__name__}: {flops / 1e9:.2f} GFLOP per training image; GPUs scaled at "
-              f"{gpu_fraction_of_peak:.0%} of peak")
-        cols = list(rows[0])
-        print(" | ".join(cols))
-        for r in rows: print(" | ".join(str(r[c]) for c in cols))
+        print(f"Training budget (GPU times scaled from FLOPs at {gpu_fraction_of_peak:.0%} of peak; 'here' is measured now)")
+        for r in rows: print("  " + "; ".join(f"{k}: {v}" for k, v in r.items()))
     return rows
