@@ -10,7 +10,7 @@ __all__ = ['EVALUATOR_PATH', 'LABEL_ARGS', 'GUIDANCE_ARGS', 'MEMORISATION_KEYS',
            'conditioning_args', 'is_conditional', 'evaluate_samples', 'generate', 'evaluate_checkpoint',
            'save_sample_grid', 'add_evaluate_arguments', 'evaluate_from_args']
 
-# %% ../nbs/04_1_metrics.ipynb #86eded4a
+# %% ../nbs/04_1_metrics.ipynb #f242b5b9
 import hashlib
 import inspect
 import math
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import from_noise_to_images
 from .core import get_device, mnist_tensors
 
-# %% ../nbs/04_1_metrics.ipynb #ada41289
+# %% ../nbs/04_1_metrics.ipynb #df57eb4b
 class MNISTEvaluator(nn.Module):
     "A small CNN for 28x28 digits in [-1, 1]; `features` is its 128-d penultimate layer, `forward` its logits."
     def __init__(self, width: int = 32, feature_dim: int = 128, num_classes: int = 10):
@@ -42,7 +42,7 @@ class MNISTEvaluator(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor: return F.relu(self.fc(self.body(x)))
     def forward(self, x: torch.Tensor) -> torch.Tensor: return self.head(self.features(x))
 
-# %% ../nbs/04_1_metrics.ipynb #d5123f15
+# %% ../nbs/04_1_metrics.ipynb #8d377539
 EVALUATOR_PATH = Path(from_noise_to_images.__file__).parent / "assets" / "mnist_evaluator.pt"
 
 def sha256_file(path) -> str:
@@ -72,7 +72,7 @@ def evaluator_info(path=None) -> dict:
     return dict(path=str(path), sha256=sha256_file(path), test_accuracy=ckpt["test_accuracy"],
                 config=dict(ckpt["config"]), seed=ckpt["seed"], epochs=ckpt["epochs"])
 
-# %% ../nbs/04_1_metrics.ipynb #91f1895d
+# %% ../nbs/04_1_metrics.ipynb #e51f48f9
 @torch.no_grad()
 def _batched(fn, images: torch.Tensor, batch_size: int, device) -> torch.Tensor:
     if images.ndim != 4 or images.shape[1:] != (1, 28, 28):
@@ -96,7 +96,7 @@ def class_accuracy(images: torch.Tensor, labels: torch.Tensor, evaluator=None, *
     if len(images) != len(labels): raise ValueError(f"{len(images)} images but {len(labels)} labels")
     return (classify(images, evaluator, **kw) == labels.cpu()).float().mean().item()
 
-# %% ../nbs/04_1_metrics.ipynb #ffdad804
+# %% ../nbs/04_1_metrics.ipynb #3a2c368d
 @lru_cache(maxsize=8)
 def _mnist_split(train: bool):
     return mnist_tensors(train=train)
@@ -114,7 +114,7 @@ def reference_features(train: bool = False, n: int | None = None, seed: int = 0,
     device = torch.device(device) if device is not None else get_device()
     return _reference_features(train, n, seed, str(device))
 
-# %% ../nbs/04_1_metrics.ipynb #1f1754a5
+# %% ../nbs/04_1_metrics.ipynb #6c3f99b2
 def feature_stats(feats: torch.Tensor):
     "Mean and covariance of features `(N, D)`, in float64."
     f = feats.double()
@@ -134,7 +134,7 @@ def frechet_distance(a, b) -> float:
     fd = (mu1 - mu2).square().sum() + s1.trace() + s2.trace() - 2 * tr_cross
     return max(fd.item(), 0.0)
 
-# %% ../nbs/04_1_metrics.ipynb #185f0526
+# %% ../nbs/04_1_metrics.ipynb #67d33048
 def kernel_inception_distance(a: torch.Tensor, b: torch.Tensor, num_subsets: int = 100,
                               subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
     "KID: unbiased MMD² with the kernel (x·y/d + 1)³, averaged over random subsets; returns `(mean, std)`."
@@ -154,7 +154,7 @@ def kernel_inception_distance(a: torch.Tensor, b: torch.Tensor, num_subsets: int
     v = torch.stack(vals)
     return v.mean().item(), (v.std().item() if len(v) > 1 else 0.0)
 
-# %% ../nbs/04_1_metrics.ipynb #442b45a0
+# %% ../nbs/04_1_metrics.ipynb #c813085e
 def _dist_chunks(a: torch.Tensor, b: torch.Tensor, chunk: int = 2048):
     "Yield `(start, distances)` for row blocks of the Euclidean distance matrix between `a` and `b`."
     a, b = a.float(), b.float()
@@ -190,7 +190,7 @@ def _in_balls(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor):
         covered |= inside.any(0)
     return counts, covered
 
-# %% ../nbs/04_1_metrics.ipynb #5de582ba
+# %% ../nbs/04_1_metrics.ipynb #e8c230e4
 def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> dict:
     "Improved precision (fakes inside the real manifold) and recall (reals inside the fake manifold), k-NN balls."
     real_counts, _ = _in_balls(real, fake, knn_radii(fake, k))
@@ -202,12 +202,14 @@ def density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> dict
     counts, covered = _in_balls(fake, real, knn_radii(real, k))
     return dict(density=(counts.sum() / (k * len(fake))).item(), coverage=covered.float().mean().item())
 
-# %% ../nbs/04_1_metrics.ipynb #905e707d
+# %% ../nbs/04_1_metrics.ipynb #c265dc9c
 def memorisation(samples: torch.Tensor, train_images: torch.Tensor | None = None,
                  test_images: torch.Tensor | None = None, quantile: float = 0.01) -> dict:
     "Pixel distance from each sample to its nearest training image, against the test images' own such distances."
     if train_images is None: train_images = _mnist_split(True)[0]
-    if test_images is None: test_images = _mnist_split(False)[0][:len(samples)]
+    if test_images is None:   # a random subset: MNIST's first and last 5,000 test digits come from different writers
+        xt = _mnist_split(False)[0]
+        test_images = xt[torch.randperm(len(xt), generator=torch.Generator().manual_seed(0))[:len(samples)]]
     d_s = nearest_distances(samples.clamp(-1, 1), train_images)
     d_t = nearest_distances(test_images, train_images)
     thr = torch.quantile(d_t, quantile).item()
@@ -215,7 +217,7 @@ def memorisation(samples: torch.Tensor, train_images: torch.Tensor | None = None
                 nn_ratio=(d_s.median() / d_t.median()).item(),
                 copy_threshold=thr, copy_fraction=(d_s < thr).float().mean().item(), copy_quantile=quantile)
 
-# %% ../nbs/04_1_metrics.ipynb #d98efef8
+# %% ../nbs/04_1_metrics.ipynb #d9297940
 def compare_features(real: torch.Tensor, fake: torch.Tensor, kid_subsets: int = 100, seed: int = 0) -> dict:
     "FD, KID, precision/recall (k=3) and density/coverage (k=5) between real and generated features."
     kid, kid_std = kernel_inception_distance(real, fake, num_subsets=kid_subsets, seed=seed)
@@ -224,14 +226,14 @@ def compare_features(real: torch.Tensor, fake: torch.Tensor, kid_subsets: int = 
         real = real[torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:len(fake)]]
     return dict(fd=fd, kid=kid, kid_std=kid_std, **precision_recall(real, fake, k=3), **density_coverage(real, fake, k=5))
 
-# %% ../nbs/04_1_metrics.ipynb #80768b66
+# %% ../nbs/04_1_metrics.ipynb #99733c6c
 def real_floor(num_images: int = 10_000, seed: int = 0, device=None, kid_subsets: int = 100) -> dict:
     "The real-vs-real floor: the metrics of `num_images` random training images against the 10k test set."
     real, _ = reference_features(False, device=device)
     held, _ = reference_features(True, num_images, seed, device=device)
     return dict(compare_features(real, held, kid_subsets=kid_subsets), num_images=num_images)
 
-# %% ../nbs/04_1_metrics.ipynb #4bd1501b
+# %% ../nbs/04_1_metrics.ipynb #fdffa1ac
 def _model_builders() -> dict:
     import importlib
     builders = {}
@@ -253,7 +255,7 @@ def load_model(checkpoint, device=None, use_ema: bool = True) -> nn.Module:
     model.load_state_dict(state)
     return model.to(device).eval()
 
-# %% ../nbs/04_1_metrics.ipynb #7da52f5e
+# %% ../nbs/04_1_metrics.ipynb #0cfa1891
 LABEL_ARGS, GUIDANCE_ARGS = ("class_labels", "labels", "y"), ("guidance_scale", "cfg_scale", "w")
 
 def conditioning_args(fn=None) -> tuple:
@@ -266,7 +268,7 @@ def is_conditional(model) -> bool:
     "Does the model take class labels? (Its config says `num_classes` > 0.)"
     return bool(dict(getattr(model, "config", {}) or {}).get("num_classes"))
 
-# %% ../nbs/04_1_metrics.ipynb #cf907054
+# %% ../nbs/04_1_metrics.ipynb #fe7d2e07
 def evaluate_samples(images: torch.Tensor, labels: torch.Tensor | None = None, memorise: bool = True,
                      kid_subsets: int = 100, device=None, seed: int = 0) -> dict:
     "Every metric for generated `images` against the MNIST test set (and `labels` they were asked to show, if any)."
@@ -285,7 +287,7 @@ def _mean_std(runs: list[dict]):
     return ({k: v.mean().item() for k, v in t.items()},
             {k: (v.std().item() if len(v) > 1 else 0.0) for k, v in t.items()})
 
-# %% ../nbs/04_1_metrics.ipynb #ccf0412b
+# %% ../nbs/04_1_metrics.ipynb #49555d53
 def generate(model, num_samples: int, solver: str = "euler", steps: int = 50, seed: int = 0, device=None,
              batch_size: int = 500, rtol: float = 1e-5, atol: float = 1e-5, guidance_scale: float | None = None,
              labels: torch.Tensor | None = None, sample_fn=None):
@@ -307,7 +309,7 @@ def generate(model, num_samples: int, solver: str = "euler", steps: int = 50, se
         out.append(x.cpu())
     return torch.cat(out), (labels if label_arg else None), nfe
 
-# %% ../nbs/04_1_metrics.ipynb #34361e3b
+# %% ../nbs/04_1_metrics.ipynb #6d08346b
 def evaluate_checkpoint(checkpoint, num_samples: int = 10_000, solver: str = "euler", steps: int = 50,
                         seed: int = 0, num_seeds: int = 1, device=None, batch_size: int = 500,
                         rtol: float = 1e-5, atol: float = 1e-5, guidance_scale: float | None = None,
@@ -343,7 +345,7 @@ def evaluate_checkpoint(checkpoint, num_samples: int = 10_000, solver: str = "eu
     res["checkpoint"] = str(res["checkpoint"]); res["seconds"] = round(time.time() - t0, 1)
     return res
 
-# %% ../nbs/04_1_metrics.ipynb #a15623f9
+# %% ../nbs/04_1_metrics.ipynb #f2da0da5
 def save_sample_grid(checkpoint, out, num_samples: int = 64, solver: str = "euler", steps: int = 50, seed: int = 0,
                      device=None, rtol: float = 1e-5, atol: float = 1e-5, guidance_scale: float | None = None,
                      nrow: int = 8) -> dict:
@@ -356,7 +358,7 @@ def save_sample_grid(checkpoint, out, num_samples: int = 64, solver: str = "eule
     return dict(path=str(save_images(images, out, nrow=nrow)), nfe=nfe, num_samples=num_samples, solver=solver,
                 steps=steps, labels=None if labels is None else labels.tolist())
 
-# %% ../nbs/04_1_metrics.ipynb #787f6a57
+# %% ../nbs/04_1_metrics.ipynb #affb142c
 def add_evaluate_arguments(p):
     "Add `fnti evaluate`'s options (all but the checkpoint) to an `argparse` parser."
     from from_noise_to_images.solvers import SOLVERS
