@@ -8,6 +8,8 @@ __all__ = ['sample']
 # %% ../nbs/01_4_sampling.ipynb #9eaa776c
 import torch
 
+from .solvers import check_solver, integrate
+
 def _check_sample_args(num_samples, image_shape, num_steps):
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
@@ -19,9 +21,11 @@ def _check_sample_args(num_samples, image_shape, num_steps):
 @torch.no_grad()
 def sample(model, num_samples: int, image_shape=(1, 28, 28), num_steps: int = 50, device=None,
            return_trajectory: bool = False, seed: int | None = None,
-           class_labels=None, cfg_scale: float = 1.0, guidance_interval=None):
-    "Euler-integrate dx/dt = model(x, t) from noise at t = 1 to data at t = 0."
+           class_labels=None, cfg_scale: float = 1.0, guidance_interval=None,
+           solver: str = "euler", rtol: float = 1e-5, atol: float = 1e-5, return_nfe: bool = False):
+    "Integrate dx/dt = model(x, t) from noise at t = 1 to data at t = 0 (Euler steps unless `solver` says otherwise), optionally class-guided."
     _check_sample_args(num_samples, image_shape, num_steps)
+    check_solver(solver)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     g = torch.Generator().manual_seed(seed) if seed is not None else None
     x = torch.randn(num_samples, *image_shape, generator=g).to(device)
@@ -29,13 +33,12 @@ def sample(model, num_samples: int, image_shape=(1, 28, 28), num_steps: int = 50
     model = guided_model(model, num_samples, class_labels, cfg_scale, guidance_interval)
     was_training = model.training
     model.eval()
-    traj = [x.cpu()] if return_trajectory else None
-    ts = torch.linspace(1.0, 0.0, num_steps + 1, device=device)
-    try:
-        for i in range(num_steps):
-            v = model(x, ts[i].expand(num_samples))
-            x = x + (ts[i + 1] - ts[i]) * v      # dt is negative: we walk from noise to data
-            if return_trajectory: traj.append(x.cpu())
+    traj = [] if return_trajectory else None
+    try:   # dt is negative: we walk from noise to data
+        x, nfe = integrate(lambda x_, t: model(x_, t.expand(num_samples)), x, 1.0, 0.0, solver, num_steps,
+                           rtol, atol, on_state=(lambda s: traj.append(s.cpu())) if return_trajectory else None)
     finally:
         model.train(was_training)
-    return (x, traj) if return_trajectory else x
+    out = (x, traj) if return_trajectory else (x,)
+    if return_nfe: out = out + (nfe,)
+    return out if len(out) > 1 else x
