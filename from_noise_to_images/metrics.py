@@ -234,26 +234,12 @@ def real_floor(num_images: int = 10_000, seed: int = 0, device=None, kid_subsets
     return dict(compare_features(real, held, kid_subsets=kid_subsets), num_images=num_images)
 
 # %% ../nbs/04_1_metrics.ipynb #fdffa1ac
-def _model_builders() -> dict:
-    import importlib
-    builders = {}
-    for module, name in [("from_noise_to_images.models", "SimpleUNet"), ("from_noise_to_images.dit", "DiT")]:
-        try: builders[name] = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError): pass
-    return builders
-
 def load_model(checkpoint, device=None, use_ema: bool = True) -> nn.Module:
-    "A model from a `Trainer.save_checkpoint` file (or its dict), EMA weights if it holds them; a module passes through."
+    "A model to evaluate: a module passes through; a checkpoint file is rebuilt by `checkpoint.load_model` (EMA weights when it holds them)."
     device = torch.device(device) if device is not None else get_device()
     if isinstance(checkpoint, nn.Module): return checkpoint.to(device)
-    ckpt = checkpoint if isinstance(checkpoint, dict) else torch.load(checkpoint, map_location="cpu", weights_only=True)
-    name, builders = ckpt.get("model_class", "SimpleUNet"), _model_builders()
-    if name not in builders:
-        raise ValueError(f"cannot build model_class {name!r}: this installation knows {sorted(builders)}")
-    model = builders[name](**dict(ckpt.get("model_config", {})))
-    state = ckpt.get("ema_state_dict") if use_ema and ckpt.get("ema_state_dict") else ckpt["model_state_dict"]
-    model.load_state_dict(state)
-    return model.to(device).eval()
+    from from_noise_to_images.checkpoint import load_model as load_checkpoint_model
+    return load_checkpoint_model(checkpoint, device=device, use_ema=use_ema)
 
 # %% ../nbs/04_1_metrics.ipynb #0cfa1891
 LABEL_ARGS, GUIDANCE_ARGS = ("class_labels", "labels", "y"), ("guidance_scale", "cfg_scale", "w")
