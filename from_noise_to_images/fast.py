@@ -7,7 +7,7 @@ __all__ = ['DeviceBatches', 'enable_tf32', 'default_amp', 'autocast', 'make_adam
            'synchronize', 'dist_env', 'is_distributed', 'rank', 'world_size', 'is_main_process', 'init_distributed',
            'teardown_distributed', 'broadcast_rng', 'all_mean', 'shard']
 
-# %% ../nbs/82_fast.ipynb #da3fd42c
+# %% ../nbs/82_fast.ipynb #45d46c07
 import os
 import time
 import warnings
@@ -18,8 +18,17 @@ import torch.distributed as dist
 from torch.utils.data import (BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset,
                               default_collate)
 
-# %% ../nbs/82_fast.ipynb #fa70b2ef
+# %% ../nbs/82_fast.ipynb #c2691cdd
 def _seed_from_torch() -> int: return int(torch.empty((), dtype=torch.int64).random_().item())
+
+def _gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    "`t[idx]`; on a CPU in one thread: a 400 KB copy gains nothing from a second one, and waits on it when cores are busy."
+    if t.device.type != "cpu": return t.index_select(0, idx)
+    n = torch.get_num_threads()
+    if n == 1: return t.index_select(0, idx)
+    torch.set_num_threads(1)
+    try: return t.index_select(0, idx)
+    finally: torch.set_num_threads(n)
 
 class DeviceBatches:
     """`(images, labels)` batches (or image batches when `labels` is None) indexed from tensors held on `device`.
@@ -87,14 +96,15 @@ class DeviceBatches:
         order, b = self._order(), self.batch_size
         for i in range(len(self)):
             idx = order[i * b:(i + 1) * b]
-            if self._loader is not None and self.labels is None: yield [self.images[idx]]
-            elif self.labels is None: yield self.images[idx]
-            else: yield (self.images[idx], self.labels[idx])
+            x = _gather(self.images, idx)
+            if self._loader is not None and self.labels is None: yield [x]
+            elif self.labels is None: yield x
+            else: yield (x, _gather(self.labels, idx))
         if self._loader is not None and self.shuffle and self._loader.sampler.generator is not None:
             # an exhausted RandomSampler has drawn one more (empty) permutation: draw it too, to stay in step
             torch.randperm(len(self.images), generator=self._loader.sampler.generator)
 
-# %% ../nbs/82_fast.ipynb #1249fb1c
+# %% ../nbs/82_fast.ipynb #342fb926
 def enable_tf32(device) -> bool:
     "Allow TF32 matmuls and convolutions on an Ampere-or-newer CUDA `device`; returns whether it did."
     device = torch.device(device)
@@ -120,7 +130,7 @@ def make_adamw(params, lr: float, weight_decay: float, device, fused: bool | Non
     if fused is None: fused = device.type == "cuda"
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **({"fused": True} if fused else {}))
 
-# %% ../nbs/82_fast.ipynb #85c6ae2e
+# %% ../nbs/82_fast.ipynb #3a2449b9
 def compile_model(model, **kwargs):
     "`torch.compile(model, **kwargs)`; the first call compiles (seconds to minutes) and later calls are fast."
     return torch.compile(model, **kwargs)
@@ -139,7 +149,7 @@ def synchronize(device) -> None:
     "Wait for `device`'s queued work (CUDA); nothing on a CPU. Only for timing: the training loop never calls it."
     if torch.device(device).type == "cuda": torch.cuda.synchronize(device)
 
-# %% ../nbs/82_fast.ipynb #6a58d13d
+# %% ../nbs/82_fast.ipynb #6f3d87d1
 def dist_env() -> tuple[int, int, int]:
     "`(rank, world_size, local_rank)` from torchrun's environment variables; `(0, 1, 0)` outside torchrun."
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
