@@ -131,11 +131,12 @@ class Trainer:
         self.optimizer.step()
         if self.ema is not None: self.ema.update(self.model)
         self.step += 1
-        if self._compile is not None and self._compile.second_s is None: self._time_compile(time.perf_counter() - t0)
+        if self._compile is not None and self._compile.second_s is None: self._time_compile(t0)
         return all_mean(loss.detach())   # the whole batch's loss: a collective under torchrun, never a host sync
 
-    def _time_compile(self, seconds):
-        synchronize(self.device); self._compile.record(seconds)
+    def _time_compile(self, t0):
+        "Record the first two steps' times; the first includes compiling. Syncs the device: twice per run, not per step."
+        synchronize(self.device); self._compile.record(time.perf_counter() - t0)
         if self._compile.compile_s is not None and is_main_process():
             print(f"torch.compile: {self._compile.compile_s:.1f} s to compile (first step {self._compile.first_s:.1f} s, "
                   f"second {self._compile.second_s:.2f} s)")
