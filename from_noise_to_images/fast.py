@@ -7,7 +7,7 @@ __all__ = ['DeviceBatches', 'enable_tf32', 'default_amp', 'autocast', 'make_adam
            'synchronize', 'dist_env', 'is_distributed', 'rank', 'world_size', 'is_main_process', 'init_distributed',
            'teardown_distributed', 'broadcast_rng', 'all_mean', 'shard']
 
-# %% ../nbs/82_fast.ipynb #daa3c9c4
+# %% ../nbs/82_fast.ipynb #64bfa58b
 import os
 import time
 import warnings
@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch.utils.data import (BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset,
                               default_collate)
 
-# %% ../nbs/82_fast.ipynb #492d397a
+# %% ../nbs/82_fast.ipynb #5e174bb4
 def _seed_from_torch() -> int: return int(torch.empty((), dtype=torch.int64).random_().item())
 
 def _gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -104,7 +104,7 @@ class DeviceBatches:
             # an exhausted RandomSampler has drawn one more (empty) permutation: draw it too, to stay in step
             torch.randperm(len(self.images), generator=self._loader.sampler.generator)
 
-# %% ../nbs/82_fast.ipynb #c5b729f5
+# %% ../nbs/82_fast.ipynb #a7935d1d
 def enable_tf32(device) -> bool:
     "Allow TF32 matmuls and convolutions on an Ampere-or-newer CUDA `device`; returns whether it did."
     device = torch.device(device)
@@ -131,7 +131,7 @@ def make_adamw(params, lr: float, weight_decay: float, device, fused: bool | Non
     if fused is None: fused = device.type == "cuda"
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **({"fused": True} if fused else {}))
 
-# %% ../nbs/82_fast.ipynb #0bccbb71
+# %% ../nbs/82_fast.ipynb #adaf5bcd
 def compile_model(model, **kwargs):
     "`torch.compile(model, **kwargs)`; the first call compiles (seconds to minutes) and later calls are fast."
     return torch.compile(model, **kwargs)
@@ -150,7 +150,7 @@ def synchronize(device) -> None:
     "Wait for `device`'s queued work (CUDA); nothing on a CPU. Only for timing: the training loop never calls it."
     if torch.device(device).type == "cuda": torch.cuda.synchronize(device)
 
-# %% ../nbs/82_fast.ipynb #f918b3f8
+# %% ../nbs/82_fast.ipynb #c1087e63
 def dist_env() -> tuple[int, int, int]:
     "`(rank, world_size, local_rank)` from torchrun's environment variables; `(0, 1, 0)` outside torchrun."
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
