@@ -77,7 +77,7 @@ def main():
     print(f"fast {fast_med:.1f} img/s ({record['fast_fraction_of_peak']:.0%} of peak), naive {naive_med:.1f} img/s "
           f"({record['naive_fraction_of_peak']:.0%}), speedup {record['speedup_median']:.2f}x (paired {record['speedup_paired_median']:.2f}x); "
           f"{flops / 1e9:.3f} GFLOP/image, peak {peak['gflops']:.1f} GFLOP/s; load {record['load_average_end']}")
-    write_json("train_throughput" + ("_" + device.type if device.type != "cpu" else ""), record)
+    write_json("train_throughput" + ("_" + device.type if device.type != "cpu" else "") + ("_compile" if a.compile else ""), record)
 
 
 if __name__ == "__main__": main()
