@@ -18,6 +18,7 @@ import torch
 from .core import DatasetNotFoundError, get_device, mnist_loader, save_images, seed_everything
 from .models import SimpleUNet
 from .sampling import sample
+from .fast import is_main_process, teardown_distributed
 from .train import NonFiniteLossError, Trainer
 from .checkpoint import CheckpointError, list_checkpoints, load_model, resolve_checkpoint
 
@@ -155,6 +156,7 @@ def cmd_train(a) -> dict:
     else: print(f"Already trained for {trainer.epoch} epoch(s); --epochs {a.epochs} asks for no more")
     train_s = time.time() - t0
     ckpt = trainer.save_checkpoint(out / "model.pt")
+    if not is_main_process(): return {}   # under torchrun, rank 0 samples and writes the files
     weights = trainer.ema.model if trainer.ema is not None else trainer.model
     imgs = sample(weights, a.num_samples, (1, 28, 28), a.steps, device, seed=seed)
     grid = save_images(imgs, out / "samples.png")
@@ -199,6 +201,7 @@ def main(argv=None) -> int:
     except (CheckpointError, DatasetNotFoundError, NonFiniteLossError, ValueError, TypeError) as e:
         print(f"fnti {args.command}: error: {e}", file=sys.stderr)
         return 1
+    finally: teardown_distributed()   # under torchrun: leave the process group
     return 0
 
 # %% ../nbs/80_cli.ipynb #50264e13

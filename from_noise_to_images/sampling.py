@@ -18,7 +18,7 @@ def _check_sample_args(num_samples, image_shape, num_steps):
     if len(tuple(image_shape)) != 3 or any(not isinstance(s, int) or s < 1 for s in image_shape):
         raise ValueError(f"image_shape must be (C, H, W) of positive ints, got {image_shape!r}")
 
-@torch.no_grad()
+@torch.inference_mode()   # like no_grad, and faster: no version counters; `fast.compile_model(model)` also works here
 def sample(model, num_samples: int, image_shape=(1, 28, 28), num_steps: int = 50, device=None,
            return_trajectory: bool = False, seed: int | None = None,
            class_labels=None, cfg_scale: float = 1.0, guidance_interval=None,

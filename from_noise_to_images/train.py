@@ -7,6 +7,7 @@ __all__ = ['split_batch', 'NonFiniteLossError', 'Trainer']
 
 # %% ../nbs/01_3_training.ipynb #a9b72970
 import math
+import time
 import warnings
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from tqdm.auto import tqdm
 from . import __version__
 from .core import get_device, seed_everything
 from .flow import flow_matching_loss
+from .fast import (CompileTimer, DeviceBatches, all_mean, autocast, broadcast_rng, compile_model, default_amp, enable_tf32,
+                   init_distributed, is_distributed, is_main_process, make_adamw, shard, synchronize)
 from .checkpoint import (
     CHECKPOINT_FORMAT, CHECKPOINT_VERSION, EMA, CheckpointError, atomic_torch_save, build_model, check_state_dict,
     checkpoint_path, get_rng_state, list_checkpoints, loader_generators, prune_checkpoints, resolve_checkpoint, set_rng_state)
@@ -69,17 +72,32 @@ class Trainer:
     optimizer steps or, when that is None, at the end of every epoch, plus one when `train` returns; only the
     newest `keep_last` are kept. `ema_decay` keeps an EMA of the weights (`self.ema.model`). `grad_clip` clips
     the gradients' global norm. `seed` seeds Python, NumPy and PyTorch first. `run_config` (plain values) is
-    stored in checkpoints, e.g. how the data loader was built."""
+    stored in checkpoints, e.g. how the data loader was built.
+
+    Speed (chapter `82_fast`): `fast` (on by default) keeps a `DataLoader` over a `TensorDataset` on the device as
+    `DeviceBatches` (same batches, same order), and on CUDA uses fused AdamW, TF32 and bf16 autocast (`amp`: None
+    picks bf16 on CUDA only). `compile=True` runs the model through `torch.compile` and prints the compile time.
+    Under `torchrun --nproc_per_node=N` every batch is split over the N processes (DistributedDataParallel) and
+    only rank 0 prints and writes checkpoints."""
     def __init__(self, model, dataloader, lr: float = 1e-4, weight_decay: float = 0.01, device=None, *,
                  checkpoint_dir=None, checkpoint_every: int | None = None, keep_last: int = 3,
                  ema_decay: float | None = None, grad_clip: float | None = None, seed: int | None = None,
-                 run_config: dict | None = None):
+                 run_config: dict | None = None, fast: bool = True, compile: bool = False, amp: bool | None = None):
         _check_trainer_args(model, dataloader, lr, weight_decay, checkpoint_dir, checkpoint_every, keep_last, ema_decay, grad_clip)
         if seed is not None: seed_everything(seed)
-        self.device = torch.device(device) if device is not None else get_device()
+        self.device = init_distributed(torch.device(device) if device is not None else get_device())  # joins torchrun's ranks
         self.model = model.to(self.device)
         self.dataloader = dataloader
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        self._batches = (DeviceBatches.from_loader(dataloader, self.device) if fast else None) or dataloader
+        self.optimizer = make_adamw(self.model.parameters(), lr, weight_decay, self.device, fused=None if fast else False)
+        self.amp = bool(amp) if amp is not None else fast and default_amp(self.device)
+        if fast: enable_tf32(self.device)
+        self._model = self.model   # what the step calls: the model, wrapped for several processes and/or compiled
+        if is_distributed():
+            broadcast_rng(self.device, loader_generators(dataloader))   # every rank starts from rank 0's random state
+            self._model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        self._compile = CompileTimer() if compile else None
+        if compile: self._model = compile_model(self._model)
         self.ema = EMA(self.model, ema_decay) if ema_decay is not None else None
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.checkpoint_every, self.keep_last = checkpoint_every, keep_last
@@ -102,8 +120,15 @@ class Trainer:
             raise TypeError(f"images must be floating point, scaled to [-1, 1]; got dtype {x0.dtype} (convert with ToTensor and Normalize)")
         num_classes = getattr(self.model, "num_classes", None)   # labels reach class-conditional models only (chapter 3)
         if num_classes and y is None: raise ValueError(f"a class-conditional model (num_classes={num_classes}) needs (images, labels) batches")
-        kw = {"y": y.to(self.device, non_blocking=True)} if num_classes else {}
-        loss = flow_matching_loss(self.model, x0.to(self.device, non_blocking=True), **kw)
+        x0 = x0.to(self.device, non_blocking=True)
+        y = y.to(self.device, non_blocking=True) if num_classes else None
+        t, x1 = torch.rand(len(x0), device=self.device), torch.randn_like(x0)   # the noise of the whole batch
+        if is_distributed():                                                    # and this rank's share of it
+            s = shard(len(x0)); x0, t, x1 = x0[s], t[s], x1[s]
+            if y is not None: y = y[s]
+        kw = {"y": y} if y is not None else {}
+        if self._compile is not None and self._compile.second_s is None: synchronize(self.device); t0 = time.perf_counter()
+        with autocast(self.device, self.amp): loss = flow_matching_loss(self._model, x0, t, x1, **kw)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.train_config["grad_clip"] is not None:
@@ -111,14 +136,22 @@ class Trainer:
         self.optimizer.step()
         if self.ema is not None: self.ema.update(self.model)
         self.step += 1
-        return loss.detach()
+        if self._compile is not None and self._compile.second_s is None: self._time_compile(t0)
+        return all_mean(loss.detach())   # the whole batch's loss: a collective under torchrun, never a host sync
+
+    def _time_compile(self, t0):
+        "Record the first two steps' times; the first includes compiling. Syncs the device: twice per run, not per step."
+        synchronize(self.device); self._compile.record(time.perf_counter() - t0)
+        if self._compile.compile_s is not None and is_main_process():
+            print(f"torch.compile: {self._compile.compile_s:.1f} s to compile (first step {self._compile.first_s:.1f} s, "
+                  f"second {self._compile.second_s:.2f} s)")
 
     def train(self, num_epochs: int, progress: bool = True) -> list[float]:
         "Train for `num_epochs` (an epoch resumed part-way counts as one); returns this call's per-epoch mean losses."
         if not isinstance(num_epochs, int) or isinstance(num_epochs, bool) or num_epochs < 1:
             raise ValueError(f"num_epochs must be a positive int, got {num_epochs!r}")
-        print(f"Training on {self.device}")
-        print(f"Model parameters: {self.num_params:,}")
+        main = is_main_process()   # under torchrun only rank 0 prints, shows progress and writes checkpoints
+        if main: print(f"Training on {self.device}"); print(f"Model parameters: {self.num_params:,}")
         self.model.train()
         new = []
         for _ in range(num_epochs):
@@ -126,7 +159,7 @@ class Trainer:
             try: total = len(self.dataloader)
             except TypeError: total = None
             for batch in tqdm(self._epoch_batches(), desc=f"Epoch {self.epoch + 1}", total=total, initial=done,
-                              leave=False, disable=not progress):
+                              leave=False, disable=not progress or not main):
                 self._epoch_losses.append(self.train_step(batch))
                 if self.checkpoint_every and self.step % self.checkpoint_every == 0: self.save_checkpoint()
             if not self._epoch_losses: raise ValueError("the dataloader yielded no batches")
@@ -136,7 +169,7 @@ class Trainer:
             self.epoch += 1
             avg = epoch_losses.mean().item()
             self.losses.append(avg); new.append(avg)
-            print(f"Epoch {self.epoch}: avg_loss = {avg:.4f}")
+            if main: print(f"Epoch {self.epoch}: avg_loss = {avg:.4f}")
             if self.checkpoint_dir is not None and not self.checkpoint_every: self.save_checkpoint()
         if self.checkpoint_dir is not None and not self._saved_now(): self.save_checkpoint()
         return new
@@ -151,10 +184,10 @@ class Trainer:
         skip = len(self._epoch_losses)
         if not skip:
             self._epoch_rng = get_rng_state(gens)
-            return iter(self.dataloader)
+            return iter(self._batches)
         now = get_rng_state(gens)
         set_rng_state(self._epoch_rng, gens)        # the states the interrupted epoch began with
-        it = iter(self.dataloader)
+        it = iter(self._batches)
         for i in range(skip):
             if next(it, None) is None:
                 raise CheckpointError(f"the checkpoint is {skip} batches into epoch {self.epoch + 1}, but this data loader "
@@ -221,13 +254,15 @@ class Trainer:
         Raises `NonFiniteLossError` (and writes nothing) if a loss since the last epoch end is NaN or infinite."""
         if path is None and self.checkpoint_dir is None: raise ValueError("save_checkpoint needs a path, or checkpoint_dir set")
         state = self.state_dict()   # checks the losses first: nothing is written after a NaN
-        if path is not None: return atomic_torch_save(state, path)
-        if self._saved_at is None and (old := list_checkpoints(self.checkpoint_dir)):
+        main = is_main_process()    # under torchrun every rank gets here, and rank 0 writes
+        if path is not None: return atomic_torch_save(state, path) if main else Path(path)
+        if main and self._saved_at is None and (old := list_checkpoints(self.checkpoint_dir)):
             warnings.warn(f"{self.checkpoint_dir} holds checkpoints of another run (newest: {old[-1].name}); this run's "
                           "replace them. To continue a run instead, call trainer.resume(folder) before train().")
-        self.last_checkpoint = atomic_torch_save(state, checkpoint_path(self.checkpoint_dir, self.step))
+        self.last_checkpoint = checkpoint_path(self.checkpoint_dir, self.step)
+        if main: atomic_torch_save(state, self.last_checkpoint)
         self._saved_at = (self.step, self.epoch)
-        prune_checkpoints(self.checkpoint_dir, self.keep_last, current_step=self.step)
+        if main: prune_checkpoints(self.checkpoint_dir, self.keep_last, current_step=self.step)
         return self.last_checkpoint
 
     def resume(self, path_or_dir) -> Path:
@@ -243,7 +278,7 @@ class Trainer:
         if self.checkpoint_dir is None: self.checkpoint_dir = path.parent
         self.last_checkpoint, self._saved_at = path, (self.step, self.epoch)
         where = f", {state['batch_in_epoch']} batches into epoch {self.epoch + 1}" if state["batch_in_epoch"] else ""
-        print(f"Resumed from {path}: step {self.step}, {self.epoch} epoch{'' if self.epoch == 1 else 's'} done{where}")
+        if is_main_process(): print(f"Resumed from {path}: step {self.step}, {self.epoch} epoch{'' if self.epoch == 1 else 's'} done{where}")
         return path
 
     @classmethod

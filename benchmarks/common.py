@@ -1,0 +1,111 @@
+"""Shared pieces of the speed benchmarks: the seed-style naive reference (manual attention, fp32, per-sample PIL
+transforms through a DataLoader, a host sync per step), the matmul peak, FLOP counting, and JSON output.
+Benchmarks are never run as tests."""
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import types
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
+RESULTS = Path(__file__).resolve().parent / "results"
+
+from from_noise_to_images.dit import DiT, Attention, explicit_attention
+from from_noise_to_images.fast import synchronize
+
+
+def seed_dit() -> DiT:
+    "The seed's DiT: 12,351,760 parameters."
+    return DiT(img_size=28, patch_size=4, in_channels=1, embed_dim=256, depth=6, num_heads=8, mlp_ratio=4.0)
+
+
+def _manual_forward(self, x, return_weights=False):
+    q, k, v = self.split_heads(x)
+    o = explicit_attention(q, k, v)               # the seed's softmax(QK^T/sqrt(d))V, written out
+    return self.out(o.transpose(1, 2).flatten(2))
+
+
+def manual_attention(model):
+    "`model` with every `Attention` computing softmax(QK^T/sqrt(d))V step by step, as the seed did (same weights)."
+    for m in model.modules():
+        if isinstance(m, Attention): m.forward = types.MethodType(_manual_forward, m)
+    return model
+
+
+def pil_loader(batch_size: int, n: int | None = None, shuffle: bool = True, seed: int = 0):
+    "The seed's data path: torchvision MNIST, PIL image -> ToTensor -> Normalize per sample, in a DataLoader."
+    from torch.utils.data import DataLoader, Subset
+    from from_noise_to_images.core import load_mnist
+    ds = load_mnist(train=True)
+    if n is not None: ds = Subset(ds, range(n))
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=True, generator=torch.Generator().manual_seed(seed))
+
+
+def naive_steps(model, opt, loader, device, max_steps=None) -> list[float]:
+    "The seed's loop: per-sample batches to the device, fp32, loss.item() every step (a host sync). Returns the losses."
+    losses = []
+    for i, (x0, _) in enumerate(loader):
+        if max_steps is not None and i >= max_steps: break
+        x0 = x0.to(device)
+        t = torch.rand(x0.shape[0], device=device)
+        x1 = torch.randn_like(x0)
+        tt = t.view(-1, 1, 1, 1)
+        loss = F.mse_loss(model((1 - tt) * x0 + tt * x1, t), x1 - x0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def matmul_peak(device="cpu", m=6272, k=256, n=1024, repeats=10, dtype=torch.float32) -> dict:
+    "Best of `repeats` timings of an (m x k) @ (k x n) matmul: the model's main shape (128 images x 49 tokens, 256 -> 1024)."
+    a, b = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
+    for _ in range(2): a @ b
+    synchronize(device)
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter(); a @ b; synchronize(device); best = min(best, time.perf_counter() - t0)
+    flop = 2 * m * k * n
+    return dict(shape=f"{m}x{k} @ {k}x{n}", dtype=str(dtype).replace("torch.", ""), best_s=best, gflops=flop / best / 1e9, repeats=repeats)
+
+
+def train_flops_per_image(model, device="cpu", batch=8) -> float:
+    "FLOPs of one training step (forward + backward) per image, counted by torch.utils.flop_counter (matmuls, attention)."
+    from torch.utils.flop_counter import FlopCounterMode
+    x, t = torch.randn(batch, 1, 28, 28, device=device), torch.rand(batch, device=device)
+    with FlopCounterMode(display=False) as fc:
+        model(x, t).square().mean().backward()
+    model.zero_grad(set_to_none=True)
+    return fc.get_total_flops() / batch
+
+
+def machine() -> dict:
+    info = dict(python=platform.python_version(), torch=torch.__version__, threads=torch.get_num_threads(),
+                cpu=platform.processor() or platform.machine(), cpus=os.cpu_count())
+    if torch.cuda.is_available(): info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def median(xs): return statistics.median(xs)
+
+
+def load_average() -> list[float]: return [round(v, 2) for v in os.getloadavg()]
+
+
+def write_json(name: str, record: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    record = dict(record, written=datetime.now(timezone.utc).isoformat(timespec="seconds"), machine=machine())
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {path}")
+    return path

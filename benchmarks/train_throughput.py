@@ -1,0 +1,83 @@
+"""Images/s of full training steps for the seed DiT at batch 128: the Trainer's fast path vs a naive loop written
+like the seed's (manual attention, fp32, per-sample PIL transforms through a DataLoader, loss.item() per step).
+Alternates the two, takes medians and their ratio; counts the model's FLOPs per image and measures the machine's
+fp32 matmul peak for the model's main shape in the same run. Writes benchmarks/results/train_throughput.json.
+
+    python benchmarks/train_throughput.py [--rounds 3] [--steps 3] [--device cpu]
+"""
+import argparse
+import contextlib
+import copy
+import io
+import time
+
+import torch
+
+from common import (load_average, manual_attention, matmul_peak, median, naive_steps, pil_loader, seed_dit,
+                    train_flops_per_image, write_json)
+from from_noise_to_images.core import get_device, mnist_loader
+from from_noise_to_images.fast import synchronize
+from from_noise_to_images.train import Trainer
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=6, help="alternations of naive and fast (default 6)")
+    p.add_argument("--steps", type=int, default=2, help="training steps per timing (default 2)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default=None)
+    p.add_argument("--compile", action="store_true", help="compile the fast path's model (compile time reported)")
+    a = p.parse_args()
+    device = torch.device(a.device) if a.device else get_device()
+    load_start = load_average()
+    peaks = [matmul_peak(device)]
+    torch.manual_seed(0)
+    model = seed_dit()
+    flops = train_flops_per_image(model, device="cpu")
+    naive_model = manual_attention(copy.deepcopy(model)).to(device)
+    naive_opt = torch.optim.AdamW(naive_model.parameters(), lr=1e-4, weight_decay=0.01)
+    n = a.steps * a.batch_size
+    naive_loader = pil_loader(a.batch_size, n)
+    quiet = contextlib.redirect_stdout(io.StringIO())
+    with quiet:
+        trainer = Trainer(model, mnist_loader(batch_size=a.batch_size, subset=n, seed=0), lr=1e-4, weight_decay=0.01,
+                          device=device, compile=a.compile)
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()) as out: trainer.train(1, progress=False)   # warm-up (and compile)
+    warm_fast_s = time.perf_counter() - t0
+    naive_steps(naive_model, naive_opt, naive_loader, device, max_steps=1)                     # warm-up
+    naive, fast = [], []
+    for r in range(a.rounds):
+        synchronize(device); t0 = time.perf_counter()
+        naive_steps(naive_model, naive_opt, naive_loader, device)
+        synchronize(device); naive.append(n / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()): trainer.train(1, progress=False)      # ends with its one host sync
+        fast.append(n / (time.perf_counter() - t0))
+        print(f"round {r + 1}: naive {naive[-1]:.1f} img/s, fast {fast[-1]:.1f} img/s")
+    peaks.append(matmul_peak(device))
+    peak = max(peaks, key=lambda d: d["gflops"])
+    fast_med, naive_med = median(fast), median(naive)
+    record = dict(
+        benchmark="train_throughput", device=str(device), model="seed DiT (12,351,760 parameters)", batch_size=a.batch_size,
+        steps_per_timing=a.steps, rounds=a.rounds, compile=a.compile,
+        fast=dict(what="Trainer fast path: device-resident batches, SDPA, one host sync per epoch"
+                       + (", fused AdamW, TF32, bf16 autocast" if device.type == "cuda" else ", fp32")
+                       + (", torch.compile" if a.compile else ""),
+                  images_per_s=fast, median_images_per_s=fast_med, warmup_s=warm_fast_s),
+        naive=dict(what="seed-style loop: manual attention, fp32, per-sample PIL transforms in a DataLoader, loss.item() per step",
+                   images_per_s=naive, median_images_per_s=naive_med),
+        speedup_median=fast_med / naive_med,
+        speedup_paired_median=median([f / n_ for f, n_ in zip(fast, naive)]),   # robust to the load drifting between rounds
+        train_gflop_per_image=flops / 1e9,
+        matmul_peak=peak, matmul_peak_all=peaks,
+        fast_fraction_of_peak=fast_med * flops / 1e9 / peak["gflops"],
+        naive_fraction_of_peak=naive_med * flops / 1e9 / peak["gflops"],
+        load_average_start=load_start, load_average_end=load_average())
+    print(f"fast {fast_med:.1f} img/s ({record['fast_fraction_of_peak']:.0%} of peak), naive {naive_med:.1f} img/s "
+          f"({record['naive_fraction_of_peak']:.0%}), speedup {record['speedup_median']:.2f}x (paired {record['speedup_paired_median']:.2f}x); "
+          f"{flops / 1e9:.3f} GFLOP/image, peak {peak['gflops']:.1f} GFLOP/s; load {record['load_average_end']}")
+    write_json("train_throughput" + ("_" + device.type if device.type != "cpu" else "") + ("_compile" if a.compile else ""), record)
+
+
+if __name__ == "__main__": main()

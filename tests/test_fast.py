@@ -1,0 +1,172 @@
+"The fast path: same batches and losses as the plain path, DeviceBatches, DDP on 2 CPU processes (gloo), rank 0 alone writes."
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch.utils.data import DataLoader, TensorDataset
+
+from conftest import ROOT, shared_data, subprocess_env
+from from_noise_to_images.dit import DiT
+from from_noise_to_images.fast import DeviceBatches, CompileTimer, all_mean, autocast, is_distributed, shard
+from from_noise_to_images.sampling import sample
+from from_noise_to_images.train import Trainer
+
+STEPS, BATCH = 6, 16
+
+
+def tiny_dit(): return DiT(img_size=8, patch_size=4, in_channels=1, embed_dim=32, depth=2, num_heads=4)
+
+
+def data(n=96):
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(n, 1, 8, 8, generator=g) * 2 - 1, torch.randint(0, 10, (n,), generator=g)
+
+
+def loader(x, y, batch=BATCH, seed=2):
+    return DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True, drop_last=True,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def test_fast_path_same_losses_as_plain_path():
+    x, y = data()
+    runs = {}
+    for fast in (False, True):
+        torch.manual_seed(0)
+        t = Trainer(tiny_dit(), loader(x, y), lr=1e-3, device="cpu", seed=0, fast=fast, ema_decay=0.9)
+        assert isinstance(t._batches, DeviceBatches) == fast
+        with redirect_stdout(io.StringIO()): t.train(2, progress=False)
+        runs[fast] = (t.step_losses, t.model.state_dict())
+    torch.testing.assert_close(torch.tensor(runs[True][0]), torch.tensor(runs[False][0]), rtol=1e-6, atol=1e-7)
+    for k, v in runs[False][1].items(): torch.testing.assert_close(runs[True][1][k], v, rtol=1e-5, atol=1e-6)
+
+
+def test_device_batches_plain_and_with_a_trainer():
+    x, y = data(50)[0], torch.arange(50)
+    db = DeviceBatches(x, y, batch_size=16, seed=0)
+    seen = torch.cat([b for _, b in db])
+    assert len(db) == 3 and len(seen) == 48 and len(set(seen.tolist())) == 48
+    db.generator.manual_seed(0); first = [b.clone() for _, b in db]; db.generator.manual_seed(0)
+    assert all(torch.equal(a, b) for a, (_, b) in zip(first, db))           # the generator alone decides the order
+    assert [len(b) for b in DeviceBatches(x, batch_size=16, drop_last=False)] == [16, 16, 16, 2]
+    assert [b.tolist() for _, b in DeviceBatches(x, y, batch_size=25, shuffle=False)] == [list(range(25)), list(range(25, 50))]
+    t = Trainer(tiny_dit(), DeviceBatches(x, y, batch_size=16, seed=0), lr=1e-3, device="cpu", seed=0)
+    with redirect_stdout(io.StringIO()): losses = t.train(1, progress=False)
+    assert t.step == 3 and all(map(torch.isfinite, torch.tensor(losses)))
+    with pytest.raises(ValueError, match="batch_size"): DeviceBatches(x, batch_size=0)
+    with pytest.raises(ValueError, match="labels"): DeviceBatches(x, y[:3])
+    assert DeviceBatches.from_loader(DataLoader(TensorDataset(x, y), batch_size=4, sampler=range(10))) is None
+
+
+def test_resume_with_device_batches_matches_uninterrupted(tmp_path):
+    x, y = data()
+    def run(folder, epochs, resume=False):
+        t = Trainer(tiny_dit(), DeviceBatches(x, y, batch_size=16, seed=5), lr=1e-3, device="cpu", seed=0,
+                    checkpoint_dir=folder, checkpoint_every=4, keep_last=20)
+        if resume: t.resume(tmp_path / "a" / "step_00000004.pt")
+        with redirect_stdout(io.StringIO()): t.train(epochs, progress=False)
+        return t
+    ref, again = run(tmp_path / "a", 2), run(tmp_path / "b", 2, resume=True)
+    assert again.step_losses == ref.step_losses
+    for k, v in ref.model.state_dict().items(): assert torch.equal(again.model.state_dict()[k], v)
+
+
+def test_helpers_on_cpu():
+    assert not is_distributed() and shard(6) == slice(0, 6)
+    t = torch.ones(3); assert all_mean(t) is t
+    with autocast("cpu", enabled=False): pass
+    timer = CompileTimer(); timer.record(5.0); assert timer.compile_s is None; timer.record(1.0); assert timer.compile_s == 4.0
+    m = tiny_dit()
+    a = sample(m, 4, (1, 8, 8), 3, "cpu", seed=0)
+    assert a.is_inference() and a.shape == (4, 1, 8, 8)
+
+
+@pytest.mark.skipif(not os.environ.get("FNTI_SLOW_TESTS"), reason="compiling takes about 100 s on 2 cores: set FNTI_SLOW_TESTS=1")
+def test_compile_option_gives_the_same_losses():
+    x, y = data(64)
+    out = {}
+    for compile in (False, True):
+        t = Trainer(tiny_dit(), loader(x, y), lr=1e-3, device="cpu", seed=0, compile=compile)
+        buf = io.StringIO()
+        with redirect_stdout(buf): t.train(1, progress=False)
+        out[compile] = t.step_losses
+        if compile: assert "torch.compile:" in buf.getvalue() and "s to compile" in buf.getvalue()
+    torch.testing.assert_close(torch.tensor(out[True]), torch.tensor(out[False]), rtol=1e-4, atol=1e-5)
+
+
+def k_bias_mask(bias):
+    "All of a qkv bias but its key third."
+    m = torch.ones_like(bias, dtype=torch.bool); d = len(bias) // 3; m[d:2 * d] = False
+    return m
+
+
+def _free_port():
+    with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, folder):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    import from_noise_to_images.train as train_mod
+    writes = []
+    real_save = train_mod.atomic_torch_save
+    train_mod.atomic_torch_save = lambda obj, path: (writes.append(str(path)), real_save(obj, path))[1]
+    x, y = data()
+    torch.manual_seed(0 if rank == 0 else 999)   # rank 1 starts elsewhere: DDP and the Trainer must give it rank 0's
+    model = tiny_dit()
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        t = Trainer(model, loader(x, y, batch=BATCH, seed=2 + rank), lr=1e-3, device="cpu", seed=0 if rank == 0 else None,
+                    checkpoint_dir=Path(folder) / "ckpt", checkpoint_every=4)
+        t.train(1, progress=False)
+        t.save_checkpoint(Path(folder) / "final.pt")
+    torch.save(dict(params=t.model.state_dict(), losses=t.step_losses, writes=writes, out=buf.getvalue(),
+                    ddp=is_distributed()), Path(folder) / f"result{rank}.pt")
+    from from_noise_to_images.fast import teardown_distributed
+    teardown_distributed()
+
+
+def test_ddp_two_cpu_processes_match_one_process_and_only_rank0_writes(tmp_path):
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"result{r}.pt", weights_only=True) for r in (0, 1))
+    x, y = data()
+    torch.manual_seed(0)
+    ref = Trainer(tiny_dit(), loader(x, y, batch=BATCH, seed=2), lr=1e-3, device="cpu", seed=0)
+    with redirect_stdout(io.StringIO()): ref.train(1, progress=False)
+    assert r0["ddp"] and r1["ddp"] and ref.step == STEPS
+    for k, v in ref.model.state_dict().items():
+        a, b = r0["params"][k], v
+        if k.endswith("attn.qkv.bias"):   # the key bias: its gradient is zero in exact arithmetic (softmax ignores a
+            a, b = a[k_bias_mask(a)], b[k_bias_mask(b)]   # shift), so AdamW turns its rounding noise into lr-sized steps
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=k)
+        assert torch.equal(r0["params"][k], r1["params"][k])              # the ranks agree exactly
+    torch.testing.assert_close(torch.tensor(r0["losses"]), torch.tensor(ref.step_losses), rtol=1e-5, atol=1e-6)
+    assert r1["writes"] == [] and r1["out"] == ""
+    assert [Path(p).name for p in r0["writes"]] == ["step_00000004.pt", "step_00000006.pt", "final.pt"]
+    assert "Epoch 1: avg_loss" in r0["out"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["step_00000004.pt", "step_00000006.pt"]
+
+
+@pytest.mark.skipif(shared_data() is None, reason="needs the local MNIST copy")
+def test_fnti_train_under_torchrun_two_cpu_processes(tmp_path):
+    env = dict(subprocess_env(), OMP_NUM_THREADS="1")
+    args = ["train", "--model", "unet-small", "--epochs", "1", "--subset", "128", "--batch-size", "32", "--no-progress",
+            "--num-samples", "4", "--steps", "2", "--device", "cpu"]
+    one = subprocess.run([sys.executable, "-m", "from_noise_to_images.cli", *args, "--out", str(tmp_path / "one")],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert one.returncode == 0, one.stderr
+    torchrun = Path(sys.executable).with_name("torchrun")
+    two = subprocess.run([str(torchrun), "--nproc_per_node=2", f"--master_port={_free_port()}", "-m", "from_noise_to_images.cli",
+                          *args, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=180)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("Epoch 1: avg_loss") == 1 and two.stdout.count("Done:") == 1
+    a, b = (json.loads((tmp_path / d / "losses.json").read_text()) for d in ("one", "two"))
+    torch.testing.assert_close(torch.tensor(b["step_losses"]), torch.tensor(a["step_losses"]), rtol=1e-4, atol=1e-5)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
