@@ -73,7 +73,7 @@ BAD_FLAGS = [
     (["sample"], "the following arguments are required: checkpoint"),
     (["sample", "x.pt", "--steps", "0"], "argument --steps: expected a positive integer, got 0"),
     (["sample", "x.pt", "--num-samples", "-1"], "argument --num-samples: expected a positive integer"),
-    (["evaluate"], "invalid choice: 'evaluate'"),
+    (["evaluate"], "the following arguments are required: checkpoint"),
     ([], "the following arguments are required: COMMAND"),
 ]
 
@@ -92,7 +92,7 @@ def test_bad_flag_exit_code_from_the_shell(env):
 
 
 def test_help_for_each_command(capsys):
-    for argv in (["--help"], ["train", "--help"], ["sample", "--help"]):
+    for argv in (["--help"], ["train", "--help"], ["sample", "--help"], ["evaluate", "--help"]):
         with pytest.raises(SystemExit) as e: main(argv)
         assert e.value.code == 0 and "usage: fnti" in capsys.readouterr().out
 
@@ -112,3 +112,35 @@ def test_fresh_train_into_a_used_folder_is_refused(tmp_path, capsys):
     (tmp_path / "checkpoints").mkdir(); (tmp_path / "checkpoints" / "step_00000005.pt").write_bytes(b"x")
     assert main(["train", "--out", str(tmp_path), "--device", "cpu"]) == 1
     assert f"fnti train --resume {tmp_path}" in capsys.readouterr().err
+
+
+@needs_mnist
+def test_evaluate_prints_metrics_json_and_sample_takes_a_solver(tmp_path, env):
+    out = tmp_path / "run"
+    assert cli(env, "train", *TINY, "--out", out).returncode == 0
+    r = cli(env, "evaluate", out / "model.pt", "--num-samples", "64", "--steps", "2", "--no-floor", "--no-memorisation",
+            "--device", "cpu", "--out", tmp_path / "metrics.json")
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert json.loads(r.stdout) == metrics
+    text = json.dumps(metrics)
+    for key in ("fd", "precision", "recall"): assert key in text.lower()
+    r = cli(env, "sample", out / "model.pt", "--num-samples", "4", "--steps", "3", "--solver", "heun",
+            "--out", tmp_path / "heun.png", "--device", "cpu", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "heun with 6 model evaluations" in r.stdout
+    r = cli(env, "sample", out / "model.pt", "--label", "7", "--out", tmp_path / "x.png", "--device", "cpu")
+    assert r.returncode == 1 and "--label needs a class-conditional model" in r.stderr
+
+
+@needs_mnist
+def test_class_conditional_dit_trains_and_samples_a_requested_digit(tmp_path, env):
+    out = tmp_path / "cfg"
+    r = cli(env, "train", "--model", "dit-cfg", "--subset", "64", "--batch-size", "32", "--num-samples", "4",
+            "--steps", "2", "--device", "cpu", "--no-progress", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert torch.load(out / "model.pt", weights_only=True)["model_config"]["num_classes"] == 10
+    r = cli(env, "sample", out / "model.pt", "--label", "7", "--cfg-scale", "3", "--num-samples", "4", "--steps", "2",
+            "--out", tmp_path / "sevens.png", "--device", "cpu", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "sevens.png").size == (4 * 30 + 2, 30 + 2)
