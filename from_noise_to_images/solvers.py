@@ -58,7 +58,8 @@ def integrate(f, x: torch.Tensor, t0: float = 1.0, t1: float = 0.0, solver: str 
     if rtol <= 0 or atol <= 0: raise ValueError(f"rtol and atol must be positive, got {rtol}, {atol}")
     n_out = num_steps + 1 if on_state is not None else 2
     ts = torch.linspace(t0, t1, n_out, device=x.device, dtype=torch.float32)
-    xs = odeint(lambda t, y: field(y, t), x, ts, method="dopri5", rtol=rtol, atol=atol)
+    lo, hi = min(t0, t1), max(t0, t1)   # dopri5's first-step probe can look past the interval's end; models live on it
+    xs = odeint(lambda t, y: field(y, t.clamp(lo, hi)), x, ts, method="dopri5", rtol=rtol, atol=atol)
     if on_state is not None:
         for xi in xs[1:]: on_state(xi)
     return xs[-1], field.nfe

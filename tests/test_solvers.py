@@ -101,3 +101,13 @@ def test_sample_solvers_nfe_and_trajectory(solver):
     with pytest.raises(ValueError, match="choose one of"):
         sample(m, 3, (1, 4, 4), 6, "cpu", solver="rk45")
     assert m.training   # restored
+
+
+def test_dopri5_never_asks_a_model_for_t_outside_0_1():
+    # torchdiffeq's first-step probe can step past t = 0; models reject t outside [0, 1] (chapter 1.2's checks)
+    from from_noise_to_images.models import SimpleUNet
+    from from_noise_to_images.sampling import sample
+    torch.manual_seed(0)
+    m = SimpleUNet(model_channels=8, time_emb_dim=16)
+    x, nfe = sample(m, 2, (1, 28, 28), 4, "cpu", solver="dopri5", rtol=1e-3, atol=1e-3, return_nfe=True, seed=0)
+    assert x.shape == (2, 1, 28, 28) and torch.isfinite(x).all() and nfe >= 6
