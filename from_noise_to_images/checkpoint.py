@@ -85,7 +85,7 @@ def prune_checkpoints(directory, keep_last: int, current_step: int | None = None
 
 # %% ../nbs/81_checkpoints.ipynb #40d7a931
 def loader_generators(dataloader) -> list[torch.Generator]:
-    "The distinct `torch.Generator`s a DataLoader (and its sampler) shuffles with; empty for plain iterables."
+    "The distinct `torch.Generator` objects a DataLoader (and its sampler) shuffles with; empty for plain iterables."
     found = []
     for obj in (dataloader, getattr(dataloader, "sampler", None), getattr(getattr(dataloader, "batch_sampler", None), "sampler", None)):
         g = getattr(obj, "generator", None)

@@ -22,6 +22,7 @@ BAR = re.compile(r"\d+%\|.*\|")   # a tqdm progress line: " 42%|####      | 80/1
 def tidy_outputs(nb) -> None:
     "Keep a progress bar's final state only, and drop tqdm's 'IProgress not found' warning, in stored outputs."
     for cell in nb.cells:
+        if cell.get("cell_type") != "code": continue
         merged = []   # a redrawn bar arrives as many stream messages: join neighbours of the same stream first
         for out in cell.get("outputs", []):
             if (out.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream"
