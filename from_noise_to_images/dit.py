@@ -210,19 +210,21 @@ class DiT(nn.Module):
         return self.time_embed(t) + self.label_embed(self.check_labels(y, batch_size))
 
     def check_labels(self, y, batch_size: int) -> torch.Tensor:
-        "`y` as a long tensor `(B,)` on the model's device; `None` means unconditional (all null labels, index `num_classes`)."
+        """`y` as a long tensor `(B,)` on the model's device; `None` means unconditional (all null labels, index `num_classes`).
+
+        The range is checked while `y` is on the CPU: reading an accelerator's labels back would stall it every step."""
         device = self.final_linear.weight.device
         if y is None: return torch.full((batch_size,), self.num_classes, dtype=torch.long, device=device)
-        y = torch.as_tensor(y, device=device)
+        y = torch.as_tensor(y)
         if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
             raise TypeError(f"class labels y must be integers, got dtype {y.dtype}")
         if y.numel() == 1: y = y.reshape(1).expand(batch_size)
         if y.shape != (batch_size,):
             raise ValueError(f"class labels y must be an int or have shape ({batch_size},), got {tuple(y.shape)}")
-        if y.min() < 0 or y.max() > self.num_classes:
+        if y.device.type == "cpu" and not torch.compiler.is_compiling() and (y.min() < 0 or y.max() > self.num_classes):
             raise ValueError(f"class labels y must lie in [0, {self.num_classes - 1}], or be {self.num_classes} "
                              f"(the null label), got values from {y.min().item()} to {y.max().item()}")
-        return y.long()
+        return y.to(device=device, dtype=torch.long)
 
     def unpatchify(self, tokens: torch.Tensor) -> torch.Tensor:
         "`(B, N, p*p*C)` -> `(B, C, H, W)`: each token's values back onto its patch of the grid."
