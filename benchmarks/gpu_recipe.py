@@ -1,84 +1,217 @@
-"""The seed's full recipe on one GPU, end to end: DiT, 30 epochs of all 60,000 MNIST images, batch 128, AdamW
-(lr 1e-4, weight decay 0.01). Naive loop (seed-style: per-sample PIL transforms in a DataLoader, manual attention,
-fp32, loss.item() every step) vs the Trainer's fast path (device-resident batches, SDPA, bf16 autocast, fused AdamW,
-TF32, torch.compile). Wall time includes compile and warm-up; final loss = mean loss of the last epoch.
-Goal (issue 7): fast <= 60 s on one H100, final loss within 0.01 of the naive loop's, >= 10x faster than naive.
-Writes benchmarks/results/gpu_recipe.json. Needs CUDA: it refuses to run without it.
+"""The seed's full recipe on one GPU, end to end: the seed DiT, 30 epochs of all 60,000 MNIST images, batch 128,
+AdamW (lr 1e-4, weight decay 0.01), naive loop vs the Trainer's fast path, plus the GPU checks that go with it.
 
-    python benchmarks/gpu_recipe.py [--epochs 30] [--naive-epochs 30] [--no-compile] [--compile-mode MODE]
+Phases, in order, each written to the JSON as soon as it ends (a phase that fails records its error, and the rest go on):
+1. fast: `Trainer(..., compile=True)` as a practitioner calls it (device-resident batches, SDPA, fused AdamW, TF32,
+   torch.compile with CUDA graphs; `--amp` adds bf16 autocast). Wall time includes building, compiling and warm-up.
+2. naive: the seed's loop (per-sample PIL transforms in a DataLoader with num_workers=0, manual attention, fp32,
+   loss.item() every step). It stops after the epoch that passes --naive-max-s; its wall time is then scaled to all
+   epochs and the losses are compared at the last epoch both ran.
+3. fast without compile: the Trainer's default.
+4. host syncs: 20 training steps of the fast path, unconditional and class-conditional, under
+   torch.cuda.set_sync_debug_mode("error"): any op that waits on the GPU raises.
+5. sampling: `sample` (inference mode, SDPA; bf16 with --amp) vs the seed's sampler (no_grad, manual attention, fp32), batch 256,
+   50 Euler steps, alternating rounds, medians.
+6. fast in the other precision (bf16 autocast; fp32 under --amp), if the run so far left time for it.
+
+Goal (issue 7): fast <= 60 s on one H100, final loss within 0.01 of the naive loop's, >= 10x faster than naive.
+Writes gpu_recipe.json to --out (default benchmarks/results). Needs CUDA; `--smoke` runs every phase on a CPU with a
+few hundred images, to check the script itself before spending GPU time on it.
+
+On the H200 lent on 2026-11-27 (slow host CPU) a naive epoch took about 20 s, so 30 naive epochs need about 10
+minutes: give the run --naive-max-s to fit the time you have; results/gpu_recipe.json holds that run.
+
+    python benchmarks/gpu_recipe.py [--epochs 30] [--naive-max-s 240] [--amp] [--out DIR] [--smoke]
 """
 import argparse
 import contextlib
+import copy
 import io
+import json
 import sys
 import time
+import traceback
+from pathlib import Path
 
 import torch
+
+from common import load_average, machine, manual_attention, median, naive_steps, pil_loader, seed_dit, RESULTS
+from from_noise_to_images.core import mnist_loader, seed_everything
+from from_noise_to_images.dit import DiT
+from from_noise_to_images.fast import autocast, synchronize
+from from_noise_to_images.sampling import sample
+from from_noise_to_images.train import Trainer
+from sample_throughput import plain_sample
+
+SEED_FINAL_LOSS = 0.1951   # the seed's printed 30-epoch loss (fp32, its own run)
+
+
+class Recipe:
+    "Runs the phases and rewrites the JSON record after each."
+    def __init__(self, a, device):
+        self.a, self.device, self.t_start = a, device, time.perf_counter()
+        self.path = Path(a.out) / "gpu_recipe.json"
+        self.record = dict(benchmark="gpu_recipe", device=str(device), epochs=a.epochs, batch_size=a.batch_size,
+                           subset=a.subset, smoke=a.smoke, machine=machine(), load_average_start=load_average(),
+                           seed_final_loss=SEED_FINAL_LOSS)
+        if device.type == "cuda":
+            self.record["gpu"] = dict(name=torch.cuda.get_device_name(), capability=list(torch.cuda.get_device_capability()),
+                                      torch=torch.__version__, cuda=torch.version.cuda)
+
+    def elapsed(self) -> float: return time.perf_counter() - self.t_start
+
+    def phase(self, name, fn):
+        print(f"== {name} ({self.elapsed():.0f} s into the run)", flush=True)
+        t0 = time.perf_counter()
+        try: self.record[name] = fn()
+        except Exception as e:
+            self.record[name] = dict(error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-3000:])
+            print(self.record[name]["traceback"], flush=True)
+        self.record[name] = dict(self.record[name], phase_s=time.perf_counter() - t0) if isinstance(self.record[name], dict) else self.record[name]
+        self.write()
+
+    def write(self):
+        self.record.update(self.summary(), load_average_end=load_average(), total_s=self.elapsed())
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.record, indent=1) + "\n")
+
+    def summary(self) -> dict:
+        r = self.record
+        fast, naive = r.get("fast", {}), r.get("naive", {})
+        out = {}
+        if "wall_s" in fast and "wall_s_for_all_epochs" in naive:
+            out["speedup"] = naive["wall_s_for_all_epochs"] / fast["wall_s"]
+            k = naive["epochs_run"]
+            out["loss_compared_at_epoch"] = k
+            out["final_loss_difference"] = fast["epoch_losses"][k - 1] - naive["epoch_losses"][k - 1]
+        if "wall_s" in fast:
+            out["goals"] = dict(fast_wall_le_60s=fast["wall_s"] <= 60, speedup_ge_10x=out.get("speedup", 0) >= 10,
+                                loss_within_0_01=abs(out.get("final_loss_difference", float("inf"))) <= 0.01,
+                                loss_within_0_01_of_seed=abs(fast["final_loss"] - SEED_FINAL_LOSS) <= 0.01)
+        return out
+
+    def loader(self): return mnist_loader(batch_size=self.a.batch_size, subset=self.a.subset, seed=0)
+
+    def fast(self, compile=True, amp=False) -> dict:
+        "The Trainer end to end, from building the model to the last epoch's loss on the host."
+        a = self.a
+        synchronize(self.device)
+        if self.device.type == "cuda": torch.cuda.reset_peak_memory_stats()
+        seed_everything(0)
+        t0 = time.perf_counter()
+        trainer = Trainer(seed_dit(), self.loader(), lr=1e-4, weight_decay=0.01, device=self.device, compile=compile, amp=amp)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out): losses = trainer.train(a.epochs, progress=False)
+        synchronize(self.device)
+        wall = time.perf_counter() - t0
+        images = a.epochs * len(trainer.dataloader) * a.batch_size
+        res = dict(wall_s=wall, final_loss=losses[-1], epoch_losses=losses, images_per_s=images / wall,
+                   amp=trainer.amp, compile=compile, compile_mode=trainer.compile_mode,
+                   compile_report=[l for l in out.getvalue().splitlines() if l.startswith("torch.compile")])
+        if self.device.type == "cuda": res["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
+        print(f"fast (compile={trainer.compile_mode}, amp={amp}): {wall:.1f} s, final loss {losses[-1]:.4f}", flush=True)
+        return res
+
+    def naive(self) -> dict:
+        a = self.a
+        seed_everything(0)
+        t0 = time.perf_counter()
+        model = manual_attention(seed_dit()).to(self.device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+        loader = pil_loader(a.batch_size, n=a.subset, seed=0)
+        losses, epoch_s = [], []
+        for epoch in range(a.epochs):
+            e0 = time.perf_counter()
+            step_losses = naive_steps(model, opt, loader, self.device)
+            losses.append(sum(step_losses) / len(step_losses)); epoch_s.append(time.perf_counter() - e0)
+            print(f"naive epoch {epoch + 1}: {losses[-1]:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+            if time.perf_counter() - t0 > a.naive_max_s: break
+        wall = time.perf_counter() - t0
+        k = len(losses)
+        return dict(wall_s=wall, epochs_run=k, epoch_s=epoch_s, scaled=k != a.epochs,
+                    wall_s_for_all_epochs=wall if k == a.epochs else (wall - sum(epoch_s)) + median(epoch_s) * a.epochs,
+                    final_loss=losses[-1], epoch_losses=losses)
+
+    def sync_check(self) -> dict:
+        "Training steps under sync debug mode 'error': the fast path must never wait on the GPU inside its loop."
+        if self.device.type != "cuda": return dict(skipped="needs CUDA")
+        res = {}
+        for name, model in (("unconditional", seed_dit()), ("class_conditional", DiT(num_classes=10))):
+            seed_everything(0)
+            trainer = Trainer(model, self.loader(), lr=1e-4, weight_decay=0.01, device=self.device)
+            batches = iter(trainer._batches)
+            losses = [trainer.train_step(next(batches))]   # warm-up: lazy init may sync once
+            synchronize(self.device)
+            steps = 0
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                for _ in range(20):
+                    losses.append(trainer.train_step(next(batches))); steps += 1
+                res[name] = dict(steps=steps, host_syncs=0)
+            except RuntimeError as e:
+                res[name] = dict(steps=steps, error=str(e)[:500], where=traceback.format_exc()[-1500:])
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+            res[name]["loss_first_last"] = [losses[0].item(), losses[-1].item()]
+            print(f"sync check {name}: {res[name].get('error', 'no host sync')}", flush=True)
+        return res
+
+    def sampling(self) -> dict:
+        a, device = self.a, self.device
+        torch.manual_seed(0)
+        model = seed_dit().to(device).eval()
+        plain_model = manual_attention(copy.deepcopy(model))
+        amp = a.amp
+        def fast_run():
+            with autocast(device, amp): return sample(model, a.sample_batch, (1, 28, 28), a.sample_steps, device, seed=0)
+        fast_run(); plain_sample(plain_model, a.sample_batch, 2, device)   # warm-up
+        res = dict(plain=[], fast=[])
+        for _ in range(a.rounds):
+            for name, fn in (("plain", lambda: plain_sample(plain_model, a.sample_batch, a.sample_steps, device)), ("fast", fast_run)):
+                synchronize(device); t0 = time.perf_counter(); fn(); synchronize(device)
+                res[name].append(a.sample_batch / (time.perf_counter() - t0))
+        med = {k: median(v) for k, v in res.items()}
+        print(f"sampling: fast {med['fast']:.0f} img/s, plain {med['plain']:.0f} img/s", flush=True)
+        return dict(batch=a.sample_batch, euler_steps=a.sample_steps, images_per_s=res, median_images_per_s=med,
+                    speedup_median=med["fast"] / med["plain"], fast="sample(): inference_mode, SDPA" + (", bf16" if amp else ", fp32"),
+                    plain="no_grad, manual attention, fp32")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--naive-epochs", type=int, default=None,
-                   help="epochs of the naive loop (default: --epochs); fewer saves time: its wall time is then scaled up "
-                        "and its final loss is not comparable")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--no-compile", action="store_true")
-    p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
-    p.add_argument("--skip-naive", action="store_true")
+    p.add_argument("--subset", type=int, default=None, help="train on the first N images (default: all 60,000)")
+    p.add_argument("--naive-max-s", type=float, default=240.0, help="stop the naive loop after the epoch that passes this")
+    p.add_argument("--sample-batch", type=int, default=256)
+    p.add_argument("--sample-steps", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--amp", action="store_true", help="bf16 autocast in the fast phases and sampling (off by default, as in the Trainer)")
+    p.add_argument("--extra-if-s", type=float, default=420.0,
+                   help="run phase 6 only if the run so far took less than this")
+    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--smoke", action="store_true", help="every phase on a CPU with 384 images: tests this script")
     a = p.parse_args()
-    if not torch.cuda.is_available():
+    if a.smoke:
+        a.epochs, a.subset, a.batch_size, a.naive_max_s = 2, 384, 64, 0.0
+        a.sample_batch, a.sample_steps, a.rounds, a.extra_if_s = 8, 2, 2, 0.0
+        device = torch.device("cpu")
+    elif not torch.cuda.is_available():
         sys.exit("gpu_recipe.py needs a CUDA GPU (torch.cuda.is_available() is False): it times the full 30-epoch recipe, "
-                 "hours of work on a CPU. For CPU figures run benchmarks/train_throughput.py.")
-    from common import load_average, manual_attention, naive_steps, pil_loader, seed_dit, write_json
-    from from_noise_to_images.core import mnist_loader, seed_everything
-    from from_noise_to_images.fast import synchronize
-    from from_noise_to_images.train import Trainer
-    device = torch.device("cuda")
-    naive_epochs = a.naive_epochs or a.epochs
-    record = dict(benchmark="gpu_recipe", device=torch.cuda.get_device_name(), epochs=a.epochs, batch_size=a.batch_size,
-                  load_average_start=load_average())
-
-    # fast: the Trainer as a learner would call it, plus compile=True
-    seed_everything(0)
-    t0 = time.perf_counter()
-    model = seed_dit()
-    trainer = Trainer(model, mnist_loader(batch_size=a.batch_size, seed=0), lr=1e-4, weight_decay=0.01, device=device,
-                      compile=not a.no_compile)
-    if a.compile_mode and not a.no_compile:
-        trainer._model = torch.compile(trainer.model, mode=a.compile_mode)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out): losses = trainer.train(a.epochs, progress=False)
-    synchronize(device)
-    fast_s = time.perf_counter() - t0
-    compile_line = [l for l in out.getvalue().splitlines() if l.startswith("torch.compile")]
-    record["fast"] = dict(wall_s=fast_s, final_loss=losses[-1], epoch_losses=losses, amp=trainer.amp,
-                          compile=not a.no_compile, compile_mode=a.compile_mode, compile_report=compile_line[:1],
-                          images_per_s=a.epochs * len(trainer.dataloader) * a.batch_size / fast_s)
-    print(f"fast: {fast_s:.1f} s, final loss {losses[-1]:.4f}")
-
-    if not a.skip_naive:
-        seed_everything(0)
-        t0 = time.perf_counter()
-        model = manual_attention(seed_dit()).to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-        loader = pil_loader(a.batch_size, seed=0)
-        naive_losses = []
-        for epoch in range(naive_epochs):
-            step_losses = naive_steps(model, opt, loader, device)
-            naive_losses.append(sum(step_losses) / len(step_losses))
-            print(f"naive epoch {epoch + 1}: {naive_losses[-1]:.4f} ({time.perf_counter() - t0:.0f} s)")
-        naive_s = time.perf_counter() - t0
-        scaled = naive_s * a.epochs / naive_epochs
-        record["naive"] = dict(wall_s=naive_s, epochs_run=naive_epochs, wall_s_for_all_epochs=scaled,
-                               scaled=naive_epochs != a.epochs, final_loss=naive_losses[-1], epoch_losses=naive_losses)
-        record["speedup"] = scaled / fast_s
-        if naive_epochs == a.epochs: record["final_loss_difference"] = losses[-1] - naive_losses[-1]
-    record["goals"] = dict(fast_wall_le_60s=fast_s <= 60, speedup_ge_10x=record.get("speedup", 0) >= 10,
-                           loss_within_0_01=abs(record.get("final_loss_difference", float("inf"))) <= 0.01)
-    record["load_average_end"] = load_average()
-    print({k: v for k, v in record.items() if k not in ("fast", "naive")})
-    write_json("gpu_recipe", record)
+                 "hours of work on a CPU. For CPU figures run benchmarks/train_throughput.py; --smoke checks this script.")
+    else:
+        device = torch.device("cuda")
+    r = Recipe(a, device)
+    r.phase("fast", lambda: r.fast(compile=True, amp=a.amp))
+    r.phase("naive", r.naive)
+    r.phase("fast_no_compile", lambda: r.fast(compile=False, amp=a.amp))
+    r.phase("sync_check", r.sync_check)
+    r.phase("sampling", r.sampling)
+    if r.elapsed() < a.extra_if_s or a.smoke:
+        r.phase("fast_bf16" if not a.amp else "fast_fp32", lambda: r.fast(compile=True, amp=not a.amp))
+    r.write()
+    print(json.dumps({k: v for k, v in r.record.items() if k in ("speedup", "final_loss_difference", "goals", "total_s")}, indent=1))
+    print(f"wrote {r.path}")
 
 
 if __name__ == "__main__": main()

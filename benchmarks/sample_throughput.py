@@ -1,9 +1,9 @@
-"""Sampling throughput of the seed DiT, batch 256: `sample` (inference mode, SDPA; on CUDA also bf16 autocast and
-optionally torch.compile) vs a plain seed-style loop (no_grad, manual attention, fp32). Alternating rounds, medians.
+"""Sampling throughput of the seed DiT, batch 256: `sample` (inference mode, SDPA; optionally bf16 autocast and
+torch.compile) vs a plain seed-style loop (no_grad, manual attention, fp32). Alternating rounds, medians.
 Images/s are for 50 Euler steps; on a CPU the default times 5 steps and scales (the per-step cost is constant).
 Writes benchmarks/results/sample_throughput.json.
 
-    python benchmarks/sample_throughput.py [--steps 5] [--rounds 3] [--device cuda --compile]
+    python benchmarks/sample_throughput.py [--steps 5] [--rounds 3] [--device cuda --compile --amp]
 """
 import argparse
 import contextlib
@@ -14,7 +14,7 @@ import torch
 
 from common import load_average, manual_attention, median, seed_dit, write_json
 from from_noise_to_images.core import get_device
-from from_noise_to_images.fast import autocast, compile_model, default_amp, synchronize
+from from_noise_to_images.fast import autocast, compile_model, synchronize
 from from_noise_to_images.sampling import sample
 
 
@@ -35,6 +35,7 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--device", default=None)
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (for GPUs; about 30x slower on a CPU without bf16)")
     a = p.parse_args()
     device = torch.device(a.device) if a.device else get_device()
     steps = a.steps or (50 if device.type == "cuda" else 5)
@@ -43,7 +44,7 @@ def main():
     model = seed_dit().to(device).eval()
     plain_model = manual_attention(copy.deepcopy(model))
     fast_model = compile_model(model) if a.compile else model
-    amp = default_amp(device)
+    amp = a.amp
     def fast_run():
         with autocast(device, amp): return sample(fast_model, a.batch, (1, 28, 28), steps, device, seed=0)
     t0 = time.perf_counter(); fast_run(); synchronize(device); warm = time.perf_counter() - t0

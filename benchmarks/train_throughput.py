@@ -3,7 +3,7 @@ like the seed's (manual attention, fp32, per-sample PIL transforms through a Dat
 Alternates the two, takes medians and their ratio; counts the model's FLOPs per image and measures the machine's
 fp32 matmul peak for the model's main shape in the same run. Writes benchmarks/results/train_throughput.json.
 
-    python benchmarks/train_throughput.py [--rounds 3] [--steps 3] [--device cpu]
+    python benchmarks/train_throughput.py [--rounds 6] [--steps 2] [--device cpu] [--compile [MODE]] [--amp]
 """
 import argparse
 import contextlib
@@ -26,7 +26,9 @@ def main():
     p.add_argument("--steps", type=int, default=2, help="training steps per timing (default 2)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default=None)
-    p.add_argument("--compile", action="store_true", help="compile the fast path's model (compile time reported)")
+    p.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
+                   help="compile the fast path's model (compile time reported); optionally a torch.compile mode")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast in the fast path (GPUs; about 30x slower on this CPU)")
     a = p.parse_args()
     device = torch.device(a.device) if a.device else get_device()
     load_start = load_average()
@@ -41,7 +43,7 @@ def main():
     quiet = contextlib.redirect_stdout(io.StringIO())
     with quiet:
         trainer = Trainer(model, mnist_loader(batch_size=a.batch_size, subset=n, seed=0), lr=1e-4, weight_decay=0.01,
-                          device=device, compile=a.compile)
+                          device=device, compile=a.compile, amp=a.amp)
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()) as out: trainer.train(1, progress=False)   # warm-up (and compile)
     warm_fast_s = time.perf_counter() - t0
@@ -60,10 +62,10 @@ def main():
     fast_med, naive_med = median(fast), median(naive)
     record = dict(
         benchmark="train_throughput", device=str(device), model="seed DiT (12,351,760 parameters)", batch_size=a.batch_size,
-        steps_per_timing=a.steps, rounds=a.rounds, compile=a.compile,
+        steps_per_timing=a.steps, rounds=a.rounds, compile=trainer.compile_mode, amp=a.amp,
         fast=dict(what="Trainer fast path: device-resident batches, SDPA, one host sync per epoch"
-                       + (", fused AdamW, TF32, bf16 autocast" if device.type == "cuda" else ", fp32")
-                       + (", torch.compile" if a.compile else ""),
+                       + (", fused AdamW, TF32" if device.type == "cuda" else "") + (", bf16 autocast" if a.amp else ", fp32")
+                       + (f", torch.compile ({trainer.compile_mode})" if a.compile else ""),
                   images_per_s=fast, median_images_per_s=fast_med, warmup_s=warm_fast_s),
         naive=dict(what="seed-style loop: manual attention, fp32, per-sample PIL transforms in a DataLoader, loss.item() per step",
                    images_per_s=naive, median_images_per_s=naive_med),
@@ -77,7 +79,8 @@ def main():
     print(f"fast {fast_med:.1f} img/s ({record['fast_fraction_of_peak']:.0%} of peak), naive {naive_med:.1f} img/s "
           f"({record['naive_fraction_of_peak']:.0%}), speedup {record['speedup_median']:.2f}x (paired {record['speedup_paired_median']:.2f}x); "
           f"{flops / 1e9:.3f} GFLOP/image, peak {peak['gflops']:.1f} GFLOP/s; load {record['load_average_end']}")
-    write_json("train_throughput" + ("_" + device.type if device.type != "cpu" else "") + ("_compile" if a.compile else ""), record)
+    suffix = ("_compile" + ("" if trainer.compile_mode == "default" else "_" + trainer.compile_mode.replace("-", "_"))) if a.compile else ""
+    write_json("train_throughput" + ("_" + device.type if device.type != "cpu" else "") + suffix, record)
 
 
 if __name__ == "__main__": main()

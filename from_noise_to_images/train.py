@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .core import get_device, seed_everything
 from .flow import flow_matching_loss
-from .fast import (CompileTimer, DeviceBatches, all_mean, autocast, broadcast_rng, compile_model, default_amp, enable_tf32,
+from .fast import (CompileTimer, DeviceBatches, all_mean, autocast, broadcast_rng, compile_mode, compile_model, enable_tf32,
                    init_distributed, is_distributed, is_main_process, make_adamw, shard, synchronize)
 from .checkpoint import (
     CHECKPOINT_FORMAT, CHECKPOINT_VERSION, EMA, CheckpointError, atomic_torch_save, build_model, check_state_dict,
@@ -75,14 +75,15 @@ class Trainer:
     stored in checkpoints, e.g. how the data loader was built.
 
     Speed (chapter `82_fast`): `fast` (on by default) keeps a `DataLoader` over a `TensorDataset` on the device as
-    `DeviceBatches` (same batches, same order), and on CUDA uses fused AdamW, TF32 and bf16 autocast (`amp`: None
-    picks bf16 on CUDA only). `compile=True` runs the model through `torch.compile` and prints the compile time.
+    `DeviceBatches` (same batches, same order), and on CUDA uses fused AdamW and TF32; `amp=True` adds bf16 autocast (off by default: on the seed recipe it
+    was no faster and less stable). `compile=True` runs the model through `torch.compile`, with CUDA graphs on a
+    single GPU ("reduce-overhead"; or name a mode) and prints the compile time.
     Under `torchrun --nproc_per_node=N` every batch is split over the N processes (DistributedDataParallel) and
     only rank 0 prints and writes checkpoints."""
     def __init__(self, model, dataloader, lr: float = 1e-4, weight_decay: float = 0.01, device=None, *,
                  checkpoint_dir=None, checkpoint_every: int | None = None, keep_last: int = 3,
                  ema_decay: float | None = None, grad_clip: float | None = None, seed: int | None = None,
-                 run_config: dict | None = None, fast: bool = True, compile: bool = False, amp: bool | None = None):
+                 run_config: dict | None = None, fast: bool = True, compile: bool | str = False, amp: bool = False):
         _check_trainer_args(model, dataloader, lr, weight_decay, checkpoint_dir, checkpoint_every, keep_last, ema_decay, grad_clip)
         if seed is not None: seed_everything(seed)
         self.device = init_distributed(torch.device(device) if device is not None else get_device())  # joins torchrun's ranks
@@ -90,14 +91,15 @@ class Trainer:
         self.dataloader = dataloader
         self._batches = (DeviceBatches.from_loader(dataloader, self.device) if fast else None) or dataloader
         self.optimizer = make_adamw(self.model.parameters(), lr, weight_decay, self.device, fused=None if fast else False)
-        self.amp = bool(amp) if amp is not None else fast and default_amp(self.device)
+        self.amp = bool(amp)
         if fast: enable_tf32(self.device)
         self._model = self.model   # what the step calls: the model, wrapped for several processes and/or compiled
         if is_distributed():
             broadcast_rng(self.device, loader_generators(dataloader))   # every rank starts from rank 0's random state
             self._model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
-        self._compile = CompileTimer() if compile else None
-        if compile: self._model = compile_model(self._model)
+        self.compile_mode = compile_mode(compile, self.device, is_distributed())
+        self._compile = CompileTimer() if self.compile_mode else None
+        if self.compile_mode: self._model = compile_model(self._model, self.compile_mode)
         self.ema = EMA(self.model, ema_decay) if ema_decay is not None else None
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.checkpoint_every, self.keep_last = checkpoint_every, keep_last
@@ -143,7 +145,7 @@ class Trainer:
         "Record the first two steps' times; the first includes compiling. Syncs the device: twice per run, not per step."
         synchronize(self.device); self._compile.record(time.perf_counter() - t0)
         if self._compile.compile_s is not None and is_main_process():
-            print(f"torch.compile: {self._compile.compile_s:.1f} s to compile (first step {self._compile.first_s:.1f} s, "
+            print(f"torch.compile ({self.compile_mode}): {self._compile.compile_s:.1f} s to compile (first step {self._compile.first_s:.1f} s, "
                   f"second {self._compile.second_s:.2f} s)")
 
     def train(self, num_epochs: int, progress: bool = True) -> list[float]:

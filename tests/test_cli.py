@@ -91,6 +91,21 @@ def test_bad_flag_exit_code_from_the_shell(env):
     assert r.returncode == 2 and r.stderr.startswith("usage: fnti train") and "expected a positive integer" in r.stderr
 
 
+@needs_mnist
+def test_train_speed_flags_reach_the_trainer(tmp_path, monkeypatch, capsys):
+    import from_noise_to_images.cli as cli_mod
+    made = []
+    class Spy(cli_mod.Trainer):
+        def __init__(self, *args, **kw): super().__init__(*args, **kw); made.append(self)
+        def train(self, *args, **kw): return []   # the flags are what is tested, not a (bf16, 30x slower here) run
+    monkeypatch.setattr(cli_mod, "Trainer", Spy)
+    assert main(["train", *TINY, "--out", str(tmp_path / "a")]) == 0
+    assert main(["train", *TINY, "--compile", "--amp", "--out", str(tmp_path / "b")]) == 0
+    assert [(t.compile_mode, t.amp) for t in made] == [(None, False), ("default", True)]   # "default": no CUDA graphs on a CPU
+    settings = json.loads((tmp_path / "b" / "losses.json").read_text())["settings"]
+    assert settings["compile"] is True and settings["amp"] is True
+
+
 def test_help_for_each_command(capsys):
     for argv in (["--help"], ["train", "--help"], ["sample", "--help"], ["evaluate", "--help"]):
         with pytest.raises(SystemExit) as e: main(argv)

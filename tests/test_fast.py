@@ -88,16 +88,27 @@ def test_helpers_on_cpu():
     assert a.is_inference() and a.shape == (4, 1, 8, 8)
 
 
+def test_trainer_speed_options_default_and_validation():
+    x, y = data(16)
+    t = Trainer(tiny_dit(), loader(x, y), device="cpu")
+    assert t.amp is False and t.compile_mode is None and t._model is t.model   # bf16 and compile are opt-in
+    assert Trainer(tiny_dit(), loader(x, y), device="cpu", compile=True).compile_mode == "default"   # CUDA graphs: GPUs only
+    assert Trainer(tiny_dit(), loader(x, y), device="cpu", compile="max-autotune-no-cudagraphs").compile_mode == "max-autotune-no-cudagraphs"
+    with pytest.raises(ValueError, match="torch.compile mode"):
+        Trainer(tiny_dit(), loader(x, y), device="cpu", compile="fastest")
+
+
 @pytest.mark.skipif(not os.environ.get("FNTI_SLOW_TESTS"), reason="compiling takes about 100 s on 2 cores: set FNTI_SLOW_TESTS=1")
 def test_compile_option_gives_the_same_losses():
     x, y = data(64)
     out = {}
     for compile in (False, True):
+        torch.manual_seed(0)   # the same initial weights for both
         t = Trainer(tiny_dit(), loader(x, y), lr=1e-3, device="cpu", seed=0, compile=compile)
         buf = io.StringIO()
         with redirect_stdout(buf): t.train(1, progress=False)
         out[compile] = t.step_losses
-        if compile: assert "torch.compile:" in buf.getvalue() and "s to compile" in buf.getvalue()
+        if compile: assert "torch.compile (default):" in buf.getvalue() and "s to compile" in buf.getvalue()
     torch.testing.assert_close(torch.tensor(out[True]), torch.tensor(out[False]), rtol=1e-4, atol=1e-5)
 
 
