@@ -88,6 +88,19 @@ def test_helpers_on_cpu():
     assert a.is_inference() and a.shape == (4, 1, 8, 8)
 
 
+@pytest.mark.parametrize("num_classes", [None, 10])
+def test_training_steps_never_read_values_back_from_the_device(num_classes):
+    """Tensors on the meta device have shapes but no values, so any read back to the host (`.item()`, `bool()`, a
+    data-dependent check) raises there: a stand-in for a GPU, where each such read would stall every step."""
+    assert pytest.raises(RuntimeError, lambda: bool(torch.ones(1, device="meta") > 0))
+    x, y = data(64)
+    model = DiT(img_size=8, patch_size=4, in_channels=1, embed_dim=32, depth=2, num_heads=4, num_classes=num_classes)
+    trainer = Trainer(model, loader(x, y), device="meta")
+    batches = iter(trainer._batches)
+    losses = [trainer.train_step(next(batches)) for _ in range(3)]
+    assert all(l.device.type == "meta" and l.shape == () for l in losses)
+
+
 def test_trainer_speed_options_default_and_validation():
     x, y = data(16)
     t = Trainer(tiny_dit(), loader(x, y), device="cpu")
