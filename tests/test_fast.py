@@ -101,6 +101,15 @@ def test_training_steps_never_read_values_back_from_the_device(num_classes):
     assert all(l.device.type == "meta" and l.shape == () for l in losses)
 
 
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+def test_sampling_reads_nothing_back_from_the_device(solver):
+    "`sample`, plain and guided (one doubled batch per step), on the meta device: no step waits on the device."
+    for num_classes, kw in ((None, {}), (10, dict(class_labels=torch.arange(4), cfg_scale=3.0))):
+        model = DiT(img_size=8, patch_size=4, in_channels=1, embed_dim=32, depth=2, num_heads=4, num_classes=num_classes)
+        out = sample(model.to("meta"), 4, (1, 8, 8), 3, "meta", solver=solver, **kw)
+        assert out.device.type == "meta" and out.shape == (4, 1, 8, 8)
+
+
 def test_trainer_speed_options_default_and_validation():
     x, y = data(16)
     t = Trainer(tiny_dit(), loader(x, y), device="cpu")
