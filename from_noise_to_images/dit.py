@@ -32,7 +32,9 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)   # (B, D, g, g) -> (B, g*g, D)
+        # (B, D, g, g) -> (B, g*g, D); contiguous, or the whole residual stream inherits the transposed layout and
+        # every LayerNorm copies it (8% of a CPU training step)
+        return self.proj(x).flatten(2).transpose(1, 2).contiguous()
 
 # %% ../nbs/02_dit.ipynb #8928f725
 def sincos_1d(positions: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -135,11 +137,15 @@ class DiTBlock(nn.Module):
         if adaln_zero: nn.init.zeros_(self.gates.weight); nn.init.zeros_(self.gates.bias)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, return_weights: bool = False):
-        g_attn, g_mlp = self.gates(cond)[:, None].chunk(2, dim=-1) if self.gates is not None else (1.0, 1.0)
         a = self.attn(self.norm1(x, cond), return_weights=return_weights)
         a, w = a if return_weights else (a, None)
-        x = x + g_attn * a
-        x = x + g_mlp * self.mlp(self.norm2(x, cond))
+        if self.gates is None:   # plain residuals: no multiply by 1
+            x = x + a
+            x = x + self.mlp(self.norm2(x, cond))
+        else:
+            g_attn, g_mlp = self.gates(cond)[:, None].chunk(2, dim=-1)
+            x = x + g_attn * a
+            x = x + g_mlp * self.mlp(self.norm2(x, cond))
         return (x, w) if return_weights else x
 
 # %% ../nbs/02_dit.ipynb #b789f665
