@@ -3,7 +3,7 @@ like the seed's (manual attention, fp32, per-sample PIL transforms through a Dat
 Alternates the two, takes medians and their ratio; counts the model's FLOPs per image and measures the machine's
 fp32 matmul peak for the model's main shape in the same run. Writes benchmarks/results/train_throughput.json.
 
-    python benchmarks/train_throughput.py [--rounds 6] [--steps 2] [--device cpu] [--compile [MODE]] [--amp]
+    python benchmarks/train_throughput.py [--rounds 10] [--steps 3] [--device cpu] [--compile [MODE]] [--amp]
 """
 import argparse
 import contextlib
@@ -22,8 +22,8 @@ from from_noise_to_images.train import Trainer
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=6, help="alternations of naive and fast (default 6)")
-    p.add_argument("--steps", type=int, default=2, help="training steps per timing (default 2)")
+    p.add_argument("--rounds", type=int, default=10, help="alternations of naive and fast (default 10)")
+    p.add_argument("--steps", type=int, default=3, help="training steps per timing (default 3)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default=None)
     p.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
@@ -42,21 +42,26 @@ def main():
     naive_loader = pil_loader(a.batch_size, n)
     quiet = contextlib.redirect_stdout(io.StringIO())
     with quiet:
-        trainer = Trainer(model, mnist_loader(batch_size=a.batch_size, subset=n, seed=0), lr=1e-4, weight_decay=0.01,
+        trainer = Trainer(copy.deepcopy(model), mnist_loader(batch_size=a.batch_size, subset=n, seed=0), lr=1e-4, weight_decay=0.01,
                           device=device, compile=a.compile, amp=a.amp)
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()) as out: trainer.train(1, progress=False)   # warm-up (and compile)
     warm_fast_s = time.perf_counter() - t0
     naive_steps(naive_model, naive_opt, naive_loader, device, max_steps=1)                     # warm-up
     naive, fast = [], []
-    for r in range(a.rounds):
+    def run_naive():
         synchronize(device); t0 = time.perf_counter()
         naive_steps(naive_model, naive_opt, naive_loader, device)
         synchronize(device); naive.append(n / (time.perf_counter() - t0))
+    def run_fast():
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()): trainer.train(1, progress=False)      # ends with its one host sync
         fast.append(n / (time.perf_counter() - t0))
-        print(f"round {r + 1}: naive {naive[-1]:.1f} img/s, fast {fast[-1]:.1f} img/s")
+    round_peaks = []
+    for r in range(a.rounds):   # ABBA order: a drifting machine load favours neither
+        for run in ((run_naive, run_fast) if r % 2 == 0 else (run_fast, run_naive)): run()
+        round_peaks.append(matmul_peak(device, repeats=3)["gflops"])   # the peak now, beside this round's steps
+        print(f"round {r + 1}: naive {naive[-1]:.1f} img/s, fast {fast[-1]:.1f} img/s, matmul {round_peaks[-1]:.0f} GFLOP/s")
     peaks.append(matmul_peak(device))
     peak = max(peaks, key=lambda d: d["gflops"])
     fast_med, naive_med = median(fast), median(naive)
@@ -75,9 +80,14 @@ def main():
         matmul_peak=peak, matmul_peak_all=peaks,
         fast_fraction_of_peak=fast_med * flops / 1e9 / peak["gflops"],
         naive_fraction_of_peak=naive_med * flops / 1e9 / peak["gflops"],
+        # this machine's speed drifts (shared host): each round's throughput against the peak measured beside it
+        round_matmul_gflops=round_peaks,
+        fast_fraction_of_round_peak_median=median([f * flops / 1e9 / p_ for f, p_ in zip(fast, round_peaks)]),
+        naive_fraction_of_round_peak_median=median([n_ * flops / 1e9 / p_ for n_, p_ in zip(naive, round_peaks)]),
         load_average_start=load_start, load_average_end=load_average())
     print(f"fast {fast_med:.1f} img/s ({record['fast_fraction_of_peak']:.0%} of peak), naive {naive_med:.1f} img/s "
-          f"({record['naive_fraction_of_peak']:.0%}), speedup {record['speedup_median']:.2f}x (paired {record['speedup_paired_median']:.2f}x); "
+          f"({record['naive_fraction_of_peak']:.0%}); per-round peak: fast {record['fast_fraction_of_round_peak_median']:.0%}, "
+          f"naive {record['naive_fraction_of_round_peak_median']:.0%}; speedup {record['speedup_median']:.2f}x (paired {record['speedup_paired_median']:.2f}x); "
           f"{flops / 1e9:.3f} GFLOP/image, peak {peak['gflops']:.1f} GFLOP/s; load {record['load_average_end']}")
     suffix = ("_compile" + ("" if trainer.compile_mode == "default" else "_" + trainer.compile_mode.replace("-", "_"))) if a.compile else ""
     write_json("train_throughput" + ("_" + device.type if device.type != "cpu" else "") + suffix, record)

@@ -33,7 +33,7 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, D, g, g) -> (B, g*g, D); contiguous, or the whole residual stream inherits the transposed layout and
-        # every LayerNorm copies it (8% of a CPU training step)
+        # every LayerNorm, forward and backward, copies it first
         return self.proj(x).flatten(2).transpose(1, 2).contiguous()
 
 # %% ../nbs/02_dit.ipynb #8928f725
