@@ -1,7 +1,10 @@
 """Milliseconds per training step of the seed DiT (batch 128) on one GPU, for each way of running the step: eager
-fp32 and bf16, torch.compile in its default mode and with CUDA graphs ("reduce-overhead"), plus the bare model
-(forward and backward, no optimizer) and a profile of one eager step (kernel launches, host vs GPU time).
+fp32 and bf16, torch.compile in its default mode and with CUDA graphs ("reduce-overhead"), the compiled model with a
+compiled AdamW, and the whole step (noise, loss, backward, AdamW) captured as one CUDA graph, eager or compiled; plus
+the bare model (forward and backward, no optimizer) and a profile of one eager step (kernel launches, host vs GPU
+time). Each configuration also projects the seed's 30-epoch recipe (warm-up + 14,070 steps) from its figures.
 This is how the Trainer's defaults were chosen: a small model on a fast GPU is bound by kernel launches.
+A configuration that fails records its error and the run goes on.
 Writes gpu_step.json to --out (default benchmarks/results). Needs CUDA; `--smoke` runs it on a CPU, briefly.
 
     python benchmarks/gpu_step.py [--steps 300] [--out DIR] [--smoke]
@@ -16,13 +19,20 @@ import torch
 
 from common import RESULTS, load_average, machine, seed_dit
 from from_noise_to_images.core import mnist_loader, seed_everything
-from from_noise_to_images.fast import synchronize
-from from_noise_to_images.train import Trainer
+from from_noise_to_images.fast import DeviceBatches, compile_model, enable_tf32, synchronize
+from from_noise_to_images.flow import flow_matching_loss
+from from_noise_to_images.train import Trainer, split_batch
 
-CONFIGS = [  # (name, compile, amp)
-    ("eager_fp32", False, False), ("eager_bf16", False, True),
-    ("compile_default_fp32", "default", False), ("compile_cudagraphs_fp32", "reduce-overhead", False),
-    ("compile_cudagraphs_bf16", "reduce-overhead", True),
+RECIPE_STEPS = 30 * 469   # the seed's recipe: 30 epochs of 60,000 images at batch 128
+CONFIGS = [  # (name, compile, amp, optimizer: the Trainer's (fused AdamW on CUDA) or compiled)
+    ("eager_fp32", False, False, "trainer"), ("eager_bf16", False, True, "trainer"),
+    ("compile_default_fp32", "default", False, "trainer"), ("compile_cudagraphs_fp32", "reduce-overhead", False, "trainer"),
+    ("compile_cudagraphs_bf16", "reduce-overhead", True, "trainer"),
+    # the optimizer took about 1 ms of host time per step on the H200's slow host: compile it too
+    ("compile_cudagraphs_fp32_compiled_adamw", "reduce-overhead", False, "compiled"),
+]
+GRAPH_CONFIGS = [  # the whole step as one CUDA graph: (name, compile mode of the model inside it)
+    ("whole_step_graph_eager_fp32", None), ("whole_step_graph_compiled_fp32", "default"),
 ]
 
 
@@ -38,6 +48,54 @@ def step_ms(trainer, steps, warmup=5) -> tuple[float, float, list[float]]:
     synchronize(trainer.device); warm = time.perf_counter() - t0; t0 = time.perf_counter()
     losses = [trainer.train_step(batch()) for _ in range(steps)]
     synchronize(trainer.device)
+    return warm, (time.perf_counter() - t0) / steps * 1e3, [l.item() for l in losses]
+
+
+def compile_optimizer_step(trainer) -> None:
+    "Swap the Trainer's fused AdamW for a plain one whose `step` torch.compile fuses into a few kernels."
+    opt = torch.optim.AdamW(trainer.model.parameters(), lr=1e-4, weight_decay=0.01, foreach=False, fused=False)
+    opt.step = torch.compile(opt.step)
+    trainer.optimizer = opt
+
+
+def whole_step_graph(model, device, first_batch, compile=None):
+    """The whole training step (noise, flow-matching loss, backward, AdamW) captured once as a CUDA graph, replayed
+    per batch: one launch a step. Returns `step(x0) -> loss`. AdamW is fused and `capturable` (its step count lives
+    on the GPU); the gradients are allocated inside the graph, so each replay overwrites them."""
+    net = compile_model(model, compile) if compile else model
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True, capturable=True)
+    static_x0 = first_batch.clone()
+    def body():
+        t, x1 = torch.rand(len(static_x0), device=device), torch.randn_like(static_x0)
+        loss = flow_matching_loss(net, static_x0, t, x1)
+        loss.backward(); opt.step()
+        return loss.detach()
+    side = torch.cuda.Stream(); side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):   # warm-up off the main stream: compiling, cuBLAS workspaces, AdamW's state
+        for _ in range(3): opt.zero_grad(set_to_none=True); body()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph): static_loss = body()
+    def step(x0):
+        static_x0.copy_(x0); graph.replay(); return static_loss.clone()
+    return step
+
+
+def graph_step_ms(make_step, batches, steps, warmup=5) -> tuple[float, float, list[float]]:
+    "Like `step_ms`, for a captured whole step; the warm-up includes capturing it."
+    it = iter(batches)
+    def batch():
+        nonlocal it
+        try: b = next(it)
+        except StopIteration: it = iter(batches); b = next(it)
+        return split_batch(b)[0]
+    synchronize("cuda"); t0 = time.perf_counter()
+    step = make_step(batch())
+    for _ in range(warmup): step(batch())
+    synchronize("cuda"); warm = time.perf_counter() - t0; t0 = time.perf_counter()
+    losses = [step(batch()) for _ in range(steps)]
+    synchronize("cuda")
     return warm, (time.perf_counter() - t0) / steps * 1e3, [l.item() for l in losses]
 
 
@@ -63,19 +121,38 @@ def main():
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--smoke", action="store_true", help="a few steps on a CPU, to test this script")
     a = p.parse_args()
-    if a.smoke: device, a.steps, subset, configs = torch.device("cpu"), 3, 2048, CONFIGS[:1]
+    if a.smoke:   # on a CPU: the eager step, and the compiled optimizer's code path with compile's default mode
+        device, a.steps, subset = torch.device("cpu"), 3, 2048
+        configs, graph_configs = [CONFIGS[0], ("compiled_adamw_cpu_smoke", "default", False, "compiled")], []
     elif not torch.cuda.is_available(): sys.exit("gpu_step.py needs a CUDA GPU; --smoke checks the script on a CPU")
-    else: device, subset, configs = torch.device("cuda"), None, CONFIGS
+    else: device, subset, configs, graph_configs = torch.device("cuda"), None, CONFIGS, GRAPH_CONFIGS
     loader = mnist_loader(batch_size=128, subset=subset, seed=0)
     record = dict(benchmark="gpu_step", device=str(device), batch_size=128, steps_timed=a.steps, machine=machine(),
-                  load_average_start=load_average(), configs={})
-    for name, compile, amp in configs:
-        seed_everything(0)
-        trainer = Trainer(seed_dit(), loader, lr=1e-4, weight_decay=0.01, device=device, compile=compile, amp=amp)
-        warm, ms, losses = step_ms(trainer, a.steps)
-        record["configs"][name] = dict(compile_mode=trainer.compile_mode, amp=amp, warmup_s=warm, ms_per_step=ms,
+                  recipe_steps=RECIPE_STEPS, load_average_start=load_average(), configs={})
+    out = Path(a.out) / "gpu_step.json"; out.parent.mkdir(parents=True, exist_ok=True)
+    def done(name, warm, ms, losses, **extra):
+        record["configs"][name] = dict(extra, warmup_s=warm, ms_per_step=ms, projected_recipe_s=warm + RECIPE_STEPS * ms / 1e3,
                                        loss_first=losses[0], loss_last_50_mean=sum(losses[-50:]) / len(losses[-50:]))
-        print(f"{name}: warm-up {warm:.1f} s, {ms:.2f} ms/step", flush=True)
+        print(f"{name}: warm-up {warm:.1f} s, {ms:.2f} ms/step, recipe about {record['configs'][name]['projected_recipe_s']:.0f} s", flush=True)
+    def attempt(name, fn):
+        try: fn()
+        except Exception as e:   # one failing configuration must not cost the others their (GPU) time
+            record["configs"][name] = dict(error=f"{type(e).__name__}: {e}"[:2000]); print(f"{name}: FAILED {e!r}", flush=True)
+        out.write_text(json.dumps(record, indent=1) + "\n")
+    for name, compile, amp, opt in configs:
+        def run():
+            seed_everything(0)
+            trainer = Trainer(seed_dit(), loader, lr=1e-4, weight_decay=0.01, device=device, compile=compile, amp=amp)
+            if opt == "compiled": compile_optimizer_step(trainer)
+            done(name, *step_ms(trainer, a.steps), compile_mode=trainer.compile_mode, amp=amp, optimizer=opt)
+        attempt(name, run)
+    for name, compile in graph_configs:
+        def run():
+            seed_everything(0); enable_tf32(device)
+            batches, model = DeviceBatches.from_loader(loader, device), seed_dit().to(device)
+            done(name, *graph_step_ms(lambda b: whole_step_graph(model, device, b, compile), batches, a.steps),
+                 compile_mode=compile, amp=False, optimizer="fused, capturable, inside the graph")
+        attempt(name, run)
     m = seed_dit().to(device)
     x, t = torch.randn(128, 1, 28, 28, device=device), torch.rand(128, device=device)
     for label, grad in (("bare_forward_backward_fp32", True), ("bare_forward_no_grad_fp32", False)):
@@ -88,7 +165,6 @@ def main():
     record["eager_fp32_profile"] = profile_step(Trainer(seed_dit(), loader, lr=1e-4, weight_decay=0.01, device=device),
                                                 steps=2 if a.smoke else 10)
     record["load_average_end"] = load_average()
-    out = Path(a.out) / "gpu_step.json"; out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record, indent=1)); print(f"wrote {out}")
 

@@ -1,0 +1,131 @@
+"""Where one CPU training step of the seed DiT (batch 128, the Trainer's fast path, fp32) spends its time, and what
+that means for the fraction of the matmul peak a step can reach. torch.profiler's self times are grouped into
+matmuls, attention, activation, normalisation, optimizer and the rest; the matmuls' own rate inside the step is set
+against the best-of-10 rate of the model's main shape measured in the same run. Also an alternating A/B of the MLP's
+activation (tanh-approximate GELU, the model's, vs exact GELU), the largest cost that is not a matmul.
+Writes benchmarks/results/cpu_step_breakdown.json.
+
+    python benchmarks/cpu_step_breakdown.py [--steps 8] [--ab-rounds 6]
+"""
+import argparse
+import contextlib
+import copy
+import io
+import time
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from common import load_average, matmul_peak, median, seed_dit, write_json
+from from_noise_to_images.core import mnist_loader
+from from_noise_to_images.train import Trainer
+
+MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
+
+
+def category(ev) -> str:
+    "The group of one profiled op, by its name and the op that called it."
+    parents, p = [], ev.cpu_parent
+    while p is not None: parents.append(p.name); p = p.cpu_parent
+    if any(n.startswith("Optimizer.step") for n in [ev.name] + parents): return "optimizer (AdamW)"
+    if ev.name == "aten::copy_" and parents and parents[0] == "aten::addmm": return "matmul: bias copied into the output"
+    if ev.name in MATMULS: return "matmul"
+    if "scaled_dot_product" in ev.name: return "attention (SDPA)"
+    if "gelu" in ev.name: return "activation (GELU)"
+    if "layer_norm" in ev.name: return "LayerNorm"
+    if not ev.name.startswith("aten::"): return "autograd and Python overhead"
+    return "other (elementwise, copies, sums, conv, ...)"
+
+
+def trainer_for(model, n: int) -> Trainer:
+    with contextlib.redirect_stdout(io.StringIO()):
+        return Trainer(model, mnist_loader(batch_size=128, subset=n, seed=0), lr=1e-4, weight_decay=0.01, device="cpu")
+
+
+def batches(trainer):
+    while True: yield from trainer._batches
+
+
+def step_flops(trainer, batch) -> dict:
+    "FLOPs of one training step by kind: the Linear layers' matmuls and attention's."
+    with FlopCounterMode(display=False) as fc: trainer.train_step(batch)
+    counts = {str(op): f for op, f in fc.get_flop_counts()["Global"].items()}
+    attention = sum(f for op, f in counts.items() if "attention" in op)
+    return dict(total=fc.get_total_flops(), matmul=fc.get_total_flops() - attention, attention=attention)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=8, help="profiled steps, each with the matmul peak beside it (default 8)")
+    p.add_argument("--ab-rounds", type=int, default=6, help="alternations of the GELU A/B, 2 steps each (default 6)")
+    a = p.parse_args()
+    torch.manual_seed(0)
+    load_start, peaks = load_average(), [matmul_peak()]
+    base = seed_dit()
+    trainer = trainer_for(copy.deepcopy(base), 128 * 8)
+    it = batches(trainer)
+    flops = step_flops(trainer, next(it))
+    for _ in range(2): trainer.train_step(next(it))                     # warm-up
+    # This host's speed drifts from minute to minute, so every profiled step gets its own peak: the best of six
+    # timings of the main shape, three just before the step and three just after. Ratios are per step, then medians.
+    from torch.profiler import profile
+    steps = []
+    for _ in range(a.steps):
+        before = matmul_peak(repeats=3)["gflops"]
+        with profile() as prof:
+            t0 = time.perf_counter(); trainer.train_step(next(it)); wall = time.perf_counter() - t0
+        groups = {}
+        for ev in prof.events():
+            c = category(ev); groups[c] = groups.get(c, 0.0) + ev.self_cpu_time_total / 1e3
+        steps.append(dict(ms=wall * 1e3, peak_gflops=max(before, matmul_peak(repeats=3)["gflops"]), groups=groups))
+    peaks.append(matmul_peak())
+    rate = lambda f, ms: f / (ms / 1e3) / 1e9
+    per = lambda fn: median([fn(s) for s in steps])
+    names = sorted({c for s in steps for c in s["groups"]}, key=lambda c: -per(lambda s: s["groups"].get(c, 0.0)))
+    breakdown = {c: dict(ms_per_step=per(lambda s: s["groups"].get(c, 0.0)),
+                         share=per(lambda s: s["groups"].get(c, 0.0) / sum(s["groups"].values()))) for c in names}
+    mm = lambda s: s["groups"].get("matmul", 0.0)
+    bias = lambda s: s["groups"].get("matmul: bias copied into the output", 0.0)
+
+    # A/B: the MLP's activation. Fresh copies of the same weights, alternating order, medians.
+    models = {"gelu_tanh": copy.deepcopy(base), "gelu_exact": copy.deepcopy(base)}
+    for b in models["gelu_exact"].blocks: b.mlp[1] = nn.GELU()
+    ab = {k: trainer_for(m, 128 * 4) for k, m in models.items()}
+    its = {k: batches(t) for k, t in ab.items()}
+    for k in ab: ab[k].train_step(next(its[k]))
+    ab_s = {k: [] for k in ab}
+    for r in range(a.ab_rounds):
+        for k in (list(ab) if r % 2 == 0 else list(ab)[::-1]):
+            t0 = time.perf_counter()
+            for _ in range(2): ab[k].train_step(next(its[k]))
+            ab_s[k].append((time.perf_counter() - t0) / 2)
+
+    record = dict(
+        benchmark="cpu_step_breakdown", device="cpu", model="seed DiT (12,351,760 parameters)", batch_size=128,
+        what="Trainer.train_step, fast path, fp32, eager", steps=a.steps,
+        step_ms_median=per(lambda s: s["ms"]), gflop_per_step=flops["total"] / 1e9,
+        gflop_per_step_matmul=flops["matmul"] / 1e9, gflop_per_step_attention=flops["attention"] / 1e9,
+        matmul_peak_gflops_per_step=[s["peak_gflops"] for s in steps], matmul_peak_best_of_10=peaks,
+        step_gflops=rate(flops["total"], per(lambda s: s["ms"])),
+        step_fraction_of_peak=per(lambda s: rate(flops["total"], s["ms"]) / s["peak_gflops"]),
+        matmul_gflops_in_step=rate(flops["matmul"], per(mm)),
+        matmul_fraction_of_peak_in_step=per(lambda s: rate(flops["matmul"], mm(s)) / s["peak_gflops"]),
+        # the most a step could reach if everything but the matmuls took no time at all
+        ceiling_fraction_of_peak=per(lambda s: rate(flops["total"], mm(s) + bias(s)) / s["peak_gflops"]),
+        breakdown=breakdown,
+        activation_ab=dict(ms_per_step={k: [s * 1e3 for s in v] for k, v in ab_s.items()},
+                           median_ms={k: median(v) * 1e3 for k, v in ab_s.items()},
+                           exact_vs_tanh_speedup_paired_median=median([t / e for t, e in zip(ab_s["gelu_tanh"], ab_s["gelu_exact"])])),
+        load_average_start=load_start, load_average_end=load_average())
+    print(f"step {record['step_ms_median']:.0f} ms ({record['step_gflops']:.0f} GFLOP/s, {record['step_fraction_of_peak']:.0%} of the "
+          f"peak beside it); matmuls inside the step run at {record['matmul_gflops_in_step']:.0f} GFLOP/s "
+          f"({record['matmul_fraction_of_peak_in_step']:.0%}); ceiling with free non-matmul work: {record['ceiling_fraction_of_peak']:.0%}")
+    for k, v in breakdown.items(): print(f"  {k:45s} {v['ms_per_step']:7.1f} ms  {v['share']:5.1%}")
+    ms = record["activation_ab"]["median_ms"]
+    print(f"GELU A/B: tanh {ms['gelu_tanh']:.0f} ms, exact {ms['gelu_exact']:.0f} ms per step "
+          f"(exact {record['activation_ab']['exact_vs_tanh_speedup_paired_median']:.2f}x, paired median)")
+    write_json("cpu_step_breakdown", record)
+
+
+if __name__ == "__main__": main()
