@@ -61,15 +61,21 @@ def compile_optimizer_step(trainer) -> None:
 def whole_step_graph(model, device, first_batch, compile=None):
     """The whole training step (noise, flow-matching loss, backward, AdamW) captured once as a CUDA graph, replayed
     per batch: one launch a step. Returns `step(x0) -> loss`. AdamW is fused and `capturable` (its step count lives
-    on the GPU); the gradients are allocated inside the graph, so each replay overwrites them."""
+    on the GPU); the gradients are allocated inside the graph, so each replay overwrites them.
+    On a CPU (`--smoke`) the same step runs uncaptured, which tests everything but the capture."""
+    cuda = torch.device(device).type == "cuda"
     net = compile_model(model, compile) if compile else model
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True, capturable=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, **(dict(fused=True, capturable=True) if cuda else {}))
     static_x0 = first_batch.clone()
     def body():
         t, x1 = torch.rand(len(static_x0), device=device), torch.randn_like(static_x0)
         loss = flow_matching_loss(net, static_x0, t, x1)
         loss.backward(); opt.step()
         return loss.detach()
+    if not cuda:
+        def step(x0):
+            static_x0.copy_(x0); opt.zero_grad(set_to_none=True); return body()
+        return step
     side = torch.cuda.Stream(); side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):   # warm-up off the main stream: compiling, cuBLAS workspaces, AdamW's state
         for _ in range(3): opt.zero_grad(set_to_none=True); body()
@@ -82,20 +88,21 @@ def whole_step_graph(model, device, first_batch, compile=None):
     return step
 
 
-def graph_step_ms(make_step, batches, steps, warmup=5) -> tuple[float, float, list[float]]:
+def graph_step_ms(make_step, batches, device, steps, warmup=5) -> tuple[float, float, list[float]]:
     "Like `step_ms`, for a captured whole step; the warm-up includes capturing it."
     it = iter(batches)
     def batch():
         nonlocal it
-        try: b = next(it)
-        except StopIteration: it = iter(batches); b = next(it)
-        return split_batch(b)[0]
-    synchronize("cuda"); t0 = time.perf_counter()
+        while True:   # a graph replays fixed shapes: skip an epoch's short last batch
+            try: x0 = split_batch(next(it))[0]
+            except StopIteration: it = iter(batches); continue
+            if len(x0) == 128: return x0
+    synchronize(device); t0 = time.perf_counter()
     step = make_step(batch())
     for _ in range(warmup): step(batch())
-    synchronize("cuda"); warm = time.perf_counter() - t0; t0 = time.perf_counter()
+    synchronize(device); warm = time.perf_counter() - t0; t0 = time.perf_counter()
     losses = [step(batch()) for _ in range(steps)]
-    synchronize("cuda")
+    synchronize(device)
     return warm, (time.perf_counter() - t0) / steps * 1e3, [l.item() for l in losses]
 
 
@@ -121,9 +128,10 @@ def main():
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--smoke", action="store_true", help="a few steps on a CPU, to test this script")
     a = p.parse_args()
-    if a.smoke:   # on a CPU: the eager step, and the compiled optimizer's code path with compile's default mode
+    if a.smoke:   # on a CPU: the eager step, the compiled optimizer (compile's default mode), the whole step uncaptured
         device, a.steps, subset = torch.device("cpu"), 3, 2048
-        configs, graph_configs = [CONFIGS[0], ("compiled_adamw_cpu_smoke", "default", False, "compiled")], []
+        configs = [CONFIGS[0], ("compiled_adamw_cpu_smoke", "default", False, "compiled")]
+        graph_configs = [("whole_step_uncaptured_cpu_smoke", None)]
     elif not torch.cuda.is_available(): sys.exit("gpu_step.py needs a CUDA GPU; --smoke checks the script on a CPU")
     else: device, subset, configs, graph_configs = torch.device("cuda"), None, CONFIGS, GRAPH_CONFIGS
     loader = mnist_loader(batch_size=128, subset=subset, seed=0)
@@ -146,13 +154,6 @@ def main():
             if opt == "compiled": compile_optimizer_step(trainer)
             done(name, *step_ms(trainer, a.steps), compile_mode=trainer.compile_mode, amp=amp, optimizer=opt)
         attempt(name, run)
-    for name, compile in graph_configs:
-        def run():
-            seed_everything(0); enable_tf32(device)
-            batches, model = DeviceBatches.from_loader(loader, device), seed_dit().to(device)
-            done(name, *graph_step_ms(lambda b: whole_step_graph(model, device, b, compile), batches, a.steps),
-                 compile_mode=compile, amp=False, optimizer="fused, capturable, inside the graph")
-        attempt(name, run)
     m = seed_dit().to(device)
     x, t = torch.randn(128, 1, 28, 28, device=device), torch.rand(128, device=device)
     for label, grad in (("bare_forward_backward_fp32", True), ("bare_forward_no_grad_fp32", False)):
@@ -164,6 +165,14 @@ def main():
         record[label + "_ms"] = (time.perf_counter() - t0) / a.steps * 1e3
     record["eager_fp32_profile"] = profile_step(Trainer(seed_dit(), loader, lr=1e-4, weight_decay=0.01, device=device),
                                                 steps=2 if a.smoke else 10)
+    # last: a capture that fails can leave the GPU unusable for what would follow
+    for name, compile in graph_configs:
+        def run():
+            seed_everything(0); enable_tf32(device)
+            batches, model = DeviceBatches.from_loader(loader, device), seed_dit().to(device)
+            done(name, *graph_step_ms(lambda b: whole_step_graph(model, device, b, compile), batches, device, a.steps),
+                 compile_mode=compile, amp=False, optimizer="fused, capturable, inside the graph")
+        attempt(name, run)
     record["load_average_end"] = load_average()
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record, indent=1)); print(f"wrote {out}")
