@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from from_noise_to_images.dit import (DiT, DiTBlock, AdaLN, Attention, PatchEmbed, PosEmbed2D, TimestepEmbedding,
-                                      explicit_attention, sincos_1d, sincos_2d)
+                                      CPU_EXPLICIT_MAX_TOKENS, explicit_attention, fused_attention_pays, sincos_1d, sincos_2d)
 from from_noise_to_images.models import timestep_embedding
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,6 +150,23 @@ def test_sdpa_equals_explicit_formula():
     torch.testing.assert_close(F.scaled_dot_product_attention(q, k, v), ref, atol=1e-5, rtol=1e-5)
     out, w = explicit_attention(q, k, v, return_weights=True)
     torch.testing.assert_close(out, ref); torch.testing.assert_close(w.sum(-1), torch.ones(2, 8, 49))
+
+
+def test_attention_takes_the_faster_kernel_for_the_device(monkeypatch):
+    "Training on a CPU: the formula up to CPU_EXPLICIT_MAX_TOKENS tokens, the fused kernel past it; inference and GPUs: the fused kernel."
+    calls, real = [], F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda q, *a, **kw: calls.append(q.shape[2]) or real(q, *a, **kw))
+    torch.manual_seed(0)
+    attn = Attention(64, 4)
+    for n in (49, CPU_EXPLICIT_MAX_TOKENS, CPU_EXPLICIT_MAX_TOKENS + 1, 196):
+        x = torch.randn(2, n, 64)
+        torch.testing.assert_close(attn(x), attn(x, return_weights=True)[0], atol=1e-5, rtol=1e-5)
+    assert calls == [CPU_EXPLICIT_MAX_TOKENS + 1, 196]
+    with torch.no_grad(): attn(torch.randn(2, 49, 64))             # inference: the kernel's forward is the fast one
+    with torch.inference_mode(): attn(torch.randn(2, 49, 64))
+    assert calls[2:] == [49, 49]
+    assert fused_attention_pays("cuda", 49) and fused_attention_pays("meta", 49) and fused_attention_pays("cpu", 49, backward=False)
+    assert not fused_attention_pays("cpu", 49) and fused_attention_pays(torch.device("cpu"), 196)
 
 
 def test_attention_module_paths_agree():
