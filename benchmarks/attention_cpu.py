@@ -9,16 +9,13 @@ alternating, medians. Then whole training steps of the seed DiT with each, alter
 import argparse
 import contextlib
 import copy
-import io
 import time
 
 import torch
 import torch.nn.functional as F
 
-from common import load_average, median, seed_dit, write_json
+from common import ab_train_steps, load_average, median, seed_dit, write_json
 from from_noise_to_images import dit
-from from_noise_to_images.core import mnist_loader
-from from_noise_to_images.train import Trainer
 
 HEADS, HEAD_DIM = 8, 32
 TOKENS = [16, 49, 64, 128, 196, 256, 576, 1024]
@@ -69,20 +66,8 @@ def main():
 
     # whole training steps of the seed DiT (49 tokens), fresh copies of the same weights, alternating
     base = seed_dit()
-    with contextlib.redirect_stdout(io.StringIO()):
-        trainers = {k: Trainer(copy.deepcopy(base), mnist_loader(batch_size=128, subset=128 * 4, seed=0), lr=1e-4,
-                               weight_decay=0.01, device="cpu") for k in kernels}
-    settings = {"fused": 0, "explicit": dit.CPU_EXPLICIT_MAX_TOKENS}
-    def batches(t):
-        while True: yield from t._batches
-    its = {k: batches(t) for k, t in trainers.items()}
-    step_ms = {k: [] for k in kernels}
-    for r in range(a.step_rounds + 1):                       # round 0 is a warm-up
-        for k in (list(kernels) if r % 2 == 0 else list(kernels)[::-1]):
-            with max_tokens(settings[k]):
-                t0 = time.perf_counter()
-                for _ in range(2): trainers[k].train_step(next(its[k]))
-                if r: step_ms[k].append((time.perf_counter() - t0) / 2 * 1e3)
+    step_ms = ab_train_steps({k: copy.deepcopy(base) for k in kernels}, a.step_rounds,
+                             contexts={"fused": lambda: max_tokens(0), "explicit": lambda: max_tokens(dit.CPU_EXPLICIT_MAX_TOKENS)})
     record = dict(
         benchmark="attention_cpu", device="cpu", heads=HEADS, head_dim=HEAD_DIM, rounds=a.rounds, sequence_lengths=lengths,
         cpu_explicit_max_tokens=dit.CPU_EXPLICIT_MAX_TOKENS,

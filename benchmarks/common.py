@@ -100,6 +100,37 @@ def train_flops_per_image(model, device="cpu", batch=8) -> float:
     return train_flops_by_kind(model, device, batch)["total"]
 
 
+def quiet_trainer(model, n_images: int) -> "Trainer":
+    "A CPU `Trainer` of the benchmarks' settings (AdamW 1e-4, weight decay 0.01) on the first `n_images` of MNIST, batch 128, printing nothing."
+    import contextlib, io
+    from from_noise_to_images.core import mnist_loader
+    from from_noise_to_images.train import Trainer
+    with contextlib.redirect_stdout(io.StringIO()):
+        return Trainer(model, mnist_loader(batch_size=128, subset=n_images, seed=0), lr=1e-4, weight_decay=0.01, device="cpu")
+
+
+def endless_batches(trainer):
+    "The trainer's batches, epoch after epoch."
+    while True: yield from trainer._batches
+
+
+def ab_train_steps(models: dict, rounds: int, contexts: dict | None = None, steps: int = 2) -> dict:
+    """Milliseconds per training step of each model in `models` (name -> module; give each its own copy of the same
+    weights), alternating their order every round after one warm-up round; `contexts` maps a name to a context manager
+    factory to time that model under. Returns name -> one figure per round."""
+    import contextlib
+    trainers = {k: quiet_trainer(m, 128 * 4) for k, m in models.items()}
+    its = {k: endless_batches(t) for k, t in trainers.items()}
+    ms = {k: [] for k in models}
+    for r in range(rounds + 1):                                  # round 0 is the warm-up
+        for k in (list(models) if r % 2 == 0 else list(models)[::-1]):
+            with (contexts or {}).get(k, contextlib.nullcontext)():
+                t0 = time.perf_counter()
+                for _ in range(steps): trainers[k].train_step(next(its[k]))
+                if r: ms[k].append((time.perf_counter() - t0) / steps * 1e3)
+    return ms
+
+
 def machine() -> dict:
     info = dict(python=platform.python_version(), torch=torch.__version__, threads=torch.get_num_threads(),
                 cpu=platform.processor() or platform.machine(), cpus=os.cpu_count())

@@ -8,17 +8,14 @@ Writes benchmarks/results/cpu_step_breakdown.json.
     python benchmarks/cpu_step_breakdown.py [--steps 8] [--ab-rounds 6]
 """
 import argparse
-import contextlib
 import copy
-import io
 import time
 
 import torch
 import torch.nn as nn
 
-from common import load_average, matmul_peak, median, seed_dit, train_flops_by_kind, write_json
-from from_noise_to_images.core import mnist_loader
-from from_noise_to_images.train import Trainer
+from common import (ab_train_steps, endless_batches, load_average, matmul_peak, median, quiet_trainer, seed_dit,
+                    train_flops_by_kind, write_json)
 
 MATMULS = {"aten::mm", "aten::addmm"}   # the Linear layers and the patch embedding
 ATTENTION = {"aten::bmm", "aten::_softmax", "aten::_softmax_backward_data"}   # the written-out formula (49 tokens on a CPU)
@@ -38,15 +35,6 @@ def category(ev) -> str:
     return "other (elementwise, copies, sums, conv, ...)"
 
 
-def trainer_for(model, n: int) -> Trainer:
-    with contextlib.redirect_stdout(io.StringIO()):
-        return Trainer(model, mnist_loader(batch_size=128, subset=n, seed=0), lr=1e-4, weight_decay=0.01, device="cpu")
-
-
-def batches(trainer):
-    while True: yield from trainer._batches
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=8, help="profiled steps, each with the matmul peak beside it (default 8)")
@@ -55,8 +43,8 @@ def main():
     torch.manual_seed(0)
     load_start, peaks = load_average(), [matmul_peak()]
     base = seed_dit()
-    trainer = trainer_for(copy.deepcopy(base), 128 * 8)
-    it = batches(trainer)
+    trainer = quiet_trainer(copy.deepcopy(base), 128 * 8)
+    it = endless_batches(trainer)
     flops = {k: v * 128 for k, v in train_flops_by_kind(base).items()}   # per step: total, linear, attention
     for _ in range(2): trainer.train_step(next(it))                     # warm-up
     # This host's speed drifts from minute to minute, so every profiled step gets its own peak: the best of six
@@ -83,15 +71,7 @@ def main():
     # A/B: the MLP's activation. Fresh copies of the same weights, alternating order, medians.
     models = {"gelu_tanh": copy.deepcopy(base), "gelu_exact": copy.deepcopy(base)}
     for b in models["gelu_exact"].blocks: b.mlp[1] = nn.GELU()
-    ab = {k: trainer_for(m, 128 * 4) for k, m in models.items()}
-    its = {k: batches(t) for k, t in ab.items()}
-    for k in ab: ab[k].train_step(next(its[k]))
-    ab_s = {k: [] for k in ab}
-    for r in range(a.ab_rounds):
-        for k in (list(ab) if r % 2 == 0 else list(ab)[::-1]):
-            t0 = time.perf_counter()
-            for _ in range(2): ab[k].train_step(next(its[k]))
-            ab_s[k].append((time.perf_counter() - t0) / 2)
+    ab_ms = ab_train_steps(models, a.ab_rounds)
 
     record = dict(
         benchmark="cpu_step_breakdown", device="cpu", model="seed DiT (12,351,760 parameters)", batch_size=128,
@@ -106,9 +86,8 @@ def main():
         # the most a step could reach if everything but the matmuls took no time at all
         ceiling_fraction_of_peak=per(lambda s: rate(flops["total"], mm(s) + bias(s)) / s["peak_gflops"]),
         breakdown=breakdown,
-        activation_ab=dict(ms_per_step={k: [s * 1e3 for s in v] for k, v in ab_s.items()},
-                           median_ms={k: median(v) * 1e3 for k, v in ab_s.items()},
-                           exact_vs_tanh_speedup_paired_median=median([t / e for t, e in zip(ab_s["gelu_tanh"], ab_s["gelu_exact"])])),
+        activation_ab=dict(ms_per_step=ab_ms, median_ms={k: median(v) for k, v in ab_ms.items()},
+                           exact_vs_tanh_speedup_paired_median=median([t / e for t, e in zip(ab_ms["gelu_tanh"], ab_ms["gelu_exact"])])),
         load_average_start=load_start, load_average_end=load_average())
     print(f"step {record['step_ms_median']:.0f} ms ({record['step_gflops']:.0f} GFLOP/s, {record['step_fraction_of_peak']:.0%} of the "
           f"peak beside it); matmuls inside the step run at {record['matmul_gflops_in_step']:.0f} GFLOP/s "
