@@ -89,6 +89,18 @@ def _fmt_seconds(s: float) -> str:
     if s < 5400: return f"{s / 60:.0f} min"
     return f"{s / 3600:.1f} h"
 
+def _preset_steps(name, p: dict, models: dict) -> tuple[int, int]:
+    "(images, optimizer steps) of one preset; a clear error for a malformed one."
+    if name not in models: raise ValueError(f"no model for preset {name!r}: give one module, or a dict with one per preset")
+    def count(key, default):
+        v = p.get(key) if isinstance(p, dict) else None
+        v = default if v is None else v
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"preset {name!r}: {key} must be a positive int, got {v!r}")
+        return v
+    epochs, per_epoch, batch = count("epochs", None), count("subset", 60_000), count("batch_size", 128)
+    return epochs * per_epoch, epochs * math.ceil(per_epoch / batch)   # the last batch of an epoch may be short
+
 def training_budget(model, presets: dict, image_shape=(1, 28, 28), measure: bool = True, gpus: dict = GPUS,
                     batch_size: int = 32, verbose: bool = True) -> list[dict]:
     """Time to train each preset (`epochs * subset` images, in batches of its `batch_size`, 128 if it has none) here
@@ -98,18 +110,17 @@ def training_budget(model, presets: dict, image_shape=(1, 28, 28), measure: bool
     cost = {}   # per distinct module: (FLOPs per image, ops per step, measured images/s here)
     rows = []
     for name, p in presets.items():
+        images, steps = _preset_steps(name, p, models)
         m = models[name]
         if id(m) not in cost:
             here = measure_training_throughput(m, batch_size=batch_size, image_shape=image_shape) if measure else None
             cost[id(m)] = (flops_per_training_image(m, image_shape), ops_per_training_step(m, image_shape), here)
         flops, ops, here = cost[id(m)]
-        per_epoch, batch = p.get("subset") or 60_000, p.get("batch_size") or 128
-        images, steps = p["epochs"] * per_epoch, p["epochs"] * math.ceil(per_epoch / batch)   # last batch of an epoch may be short
         row = dict(preset=name, model=f"{type(m).__name__} ({sum(q.numel() for q in m.parameters()):,} params, "
                                        f"{flops / 1e9:.2f} GFLOP/image, {ops} ops/step)", images=images)
         if here: row[f"here ({next(m.parameters()).device.type}, measured)"] = f"{_fmt_seconds(images / here)} at {here:.0f} img/s"
         for gpu, spec in gpus.items():
-            s, bound = gpu_step_seconds(flops * batch, ops, spec)
+            s, bound = gpu_step_seconds(flops * images / steps, ops, spec)   # FLOPs of an average step
             row[f"{gpu} ({spec['precision']}), estimated"] = f"{_fmt_seconds(steps * s)} ({bound}-bound)"
         rows.append(row)
     if verbose:
