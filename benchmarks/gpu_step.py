@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from common import RESULTS, load_average, machine, seed_dit
+from from_noise_to_images.budget import HOST_S_PER_OP, ops_per_training_step
 from from_noise_to_images.core import mnist_loader, seed_everything
 from from_noise_to_images.fast import DeviceBatches, compile_model, enable_tf32, synchronize
 from from_noise_to_images.flow import flow_matching_loss
@@ -163,6 +164,10 @@ def main():
             for _ in range(a.steps): (m(x, t).square().mean().backward() if grad else m(x, t))
             synchronize(device)
         record[label + "_ms"] = (time.perf_counter() - t0) / a.steps * 1e3
+    # the budget module's host cost per op (HOST_S_PER_OP) comes from this figure and a CPU count of the same pass's ops
+    ops = ops_per_training_step(seed_dit())
+    record["budget_host_calibration"] = dict(ops_per_step_counted_on_cpu=ops, host_s_per_op_in_budget=HOST_S_PER_OP,
+                                             host_s_per_op_measured=record["bare_forward_backward_fp32_ms"] / 1e3 / ops)
     record["eager_fp32_profile"] = profile_step(Trainer(seed_dit(), loader, lr=1e-4, weight_decay=0.01, device=device),
                                                 steps=2 if a.smoke else 10)
     # last: a capture that fails can leave the GPU unusable for what would follow
