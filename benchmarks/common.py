@@ -114,12 +114,14 @@ def endless_batches(trainer):
     while True: yield from trainer._batches
 
 
-def ab_train_steps(models: dict, rounds: int, contexts: dict | None = None, steps: int = 2) -> dict:
+def ab_train_steps(models: dict, rounds: int, contexts: dict | None = None, steps: int = 2, setup: dict | None = None) -> dict:
     """Milliseconds per training step of each model in `models` (name -> module; give each its own copy of the same
     weights), alternating their order every round after one warm-up round; `contexts` maps a name to a context manager
-    factory to time that model under. Returns name -> one figure per round."""
+    factory to time that model under, `setup` a name to a function that changes its `Trainer` first (its optimizer,
+    say). Returns name -> one figure per round."""
     import contextlib
     trainers = {k: quiet_trainer(m, 128 * 4) for k, m in models.items()}
+    for k, fn in (setup or {}).items(): fn(trainers[k])
     its = {k: endless_batches(t) for k, t in trainers.items()}
     ms = {k: [] for k in models}
     for r in range(rounds + 1):                                  # round 0 is the warm-up

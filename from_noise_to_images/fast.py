@@ -120,9 +120,9 @@ def autocast(device, enabled: bool = True):
     return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
 
 def make_adamw(params, lr: float, weight_decay: float, device, fused: bool | None = None) -> torch.optim.AdamW:
-    "AdamW, fused into one kernel on CUDA (`fused=None` picks that), PyTorch's default elsewhere."
+    "AdamW, fused into one kernel on CUDA and CPUs (`fused=None` picks that), PyTorch's default elsewhere."
     device = torch.device(device)
-    if fused is None: fused = device.type == "cuda"
+    if fused is None: fused = device.type in ("cuda", "cpu")
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **({"fused": True} if fused else {}))
 
 # %% ../nbs/82_fast.ipynb #adaf5bcd

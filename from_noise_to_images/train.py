@@ -75,7 +75,7 @@ class Trainer:
     stored in checkpoints, e.g. how the data loader was built.
 
     Speed (chapter `82_fast`): `fast` (on by default) keeps a `DataLoader` over a `TensorDataset` on the device as
-    `DeviceBatches` (same batches, same order), and on CUDA uses fused AdamW and TF32; `amp=True` adds bf16 autocast (off by default: on the seed recipe it
+    `DeviceBatches` (same batches, same order), uses fused AdamW (on CUDA and CPUs) and, on CUDA, TF32; `amp=True` adds bf16 autocast (off by default: on the seed recipe it
     was no faster and less stable). `compile=True` runs the model through `torch.compile`, with CUDA graphs on a
     single GPU ("reduce-overhead"; or name a mode) and prints the compile time.
     Under `torchrun --nproc_per_node=N` every batch is split over the N processes (DistributedDataParallel) and

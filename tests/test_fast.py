@@ -45,7 +45,15 @@ def test_fast_path_same_losses_as_plain_path():
         with redirect_stdout(io.StringIO()): t.train(2, progress=False)
         runs[fast] = (t.step_losses, t.model.state_dict())
     torch.testing.assert_close(torch.tensor(runs[True][0]), torch.tensor(runs[False][0]), rtol=1e-6, atol=1e-7)
-    for k, v in runs[False][1].items(): torch.testing.assert_close(runs[True][1][k], v, rtol=1e-5, atol=1e-6)
+    for k, v in runs[False][1].items():
+        fast_v = runs[True][1][k]
+        if k.endswith("attn.qkv.bias"):
+            # The key third of this bias gets only rounding noise as its gradient (softmax ignores a shift shared by all
+            # of a query's scores), and AdamW, dividing by the gradient's own size, turns the different rounding of its
+            # fused kernel (fast path) and its loop over tensors (plain path) into different steps. Compare the rest.
+            d = v.numel() // 3
+            fast_v, v = torch.cat([fast_v[:d], fast_v[2 * d:]]), torch.cat([v[:d], v[2 * d:]])
+        torch.testing.assert_close(fast_v, v, rtol=1e-5, atol=1e-6)
 
 
 def test_device_batches_plain_and_with_a_trainer():
