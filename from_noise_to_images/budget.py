@@ -35,13 +35,17 @@ def _attention_backward_flops(grad_out, q, k, v, *args, out_shape=None, **kwargs
 _CPU_ATTENTION_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops,
                         torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _attention_backward_flops}
 
+def _counted_training_pass(model, counter, image_shape, **model_kwargs):
+    "One flow-matching forward + backward on a batch of two under `counter` (a dispatch mode that counts); returns it."
+    x = torch.randn(2, *image_shape, device=next(model.parameters()).device)
+    with counter: flow_matching_loss(model, x, **model_kwargs).backward()
+    model.zero_grad(set_to_none=True)
+    return counter
+
 def flops_per_training_image(model, image_shape=(1, 28, 28), **model_kwargs) -> float:
     "FLOPs of one flow-matching training step (forward + backward), per image."
-    x = torch.randn(2, *image_shape, device=next(model.parameters()).device)
-    with FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION_FLOPS) as fc:
-        flow_matching_loss(model, x, **model_kwargs).backward()
-    model.zero_grad(set_to_none=True)
-    return fc.get_total_flops() / 2
+    counter = FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION_FLOPS)
+    return _counted_training_pass(model, counter, image_shape, **model_kwargs).get_total_flops() / 2
 
 # %% ../nbs/84_budget.ipynb #a7b1d5f9
 class _OpCounter(TorchDispatchMode):
@@ -54,11 +58,7 @@ class _OpCounter(TorchDispatchMode):
 
 def ops_per_training_step(model, image_shape=(1, 28, 28), **model_kwargs) -> int:
     "Ops one flow-matching training step (forward + backward) launches, whatever the batch size."
-    x = torch.randn(2, *image_shape, device=next(model.parameters()).device)
-    with _OpCounter() as counter:
-        flow_matching_loss(model, x, **model_kwargs).backward()
-    model.zero_grad(set_to_none=True)
-    return counter.ops
+    return _counted_training_pass(model, _OpCounter(), image_shape, **model_kwargs).ops
 
 # %% ../nbs/84_budget.ipynb #ae218065
 def measure_training_throughput(model, batch_size: int = 32, steps: int = 3, image_shape=(1, 28, 28), device=None) -> float:
