@@ -1,6 +1,7 @@
 """Cold-start cost of `Trainer(compile=True)` for the seed DiT (batch 128): its six blocks compiled one by one, so their
-shared code is traced and compiled once (regional compilation, `compile_model`'s default), vs the model compiled whole
-(`regional=False`). Every measurement runs in a fresh process with an empty Inductor cache, so each one compiles from
+shared code is traced and compiled once (regional compilation, `compile_model`'s default where no CUDA graphs are
+recorded), vs the model compiled whole (`regional=False`; the default with CUDA graphs, so on a GPU the first of the
+two forces regional compilation into CUDA graphs, which pytorch#152887 may break). Every measurement runs in a fresh process with an empty Inductor cache, so each one compiles from
 scratch; the two alternate (ABBA). Per process: compile seconds (first step minus the second), then the median of the
 following steps, and the first steps' losses, which must agree between the two.
 Writes benchmarks/results/compile_time.json (compile_time_<device>.json on a GPU).
@@ -31,7 +32,7 @@ def child(regional: bool, steps: int, device) -> dict:
     with contextlib.redirect_stdout(io.StringIO()):
         trainer = Trainer(seed_dit(), mnist_loader(batch_size=128, subset=128 * (steps + 2), seed=0), lr=1e-4,
                           weight_decay=0.01, device=device, compile=True)
-    if not regional: trainer._model = compile_model(trainer.model, trainer.compile_mode, regional=False)
+    trainer._model = compile_model(trainer.model, trainer.compile_mode, regional=regional)
     times, losses = [], []
     for batch in trainer._batches:
         synchronize(device); t0 = time.perf_counter()
@@ -63,7 +64,7 @@ def main():
     loss_diff = max(abs(p_ - q) for r_, w in zip(runs["regional"], runs["whole"]) for p_, q in zip(r_["losses"], w["losses"]))
     record = dict(
         benchmark="compile_time", device=str(device), model="seed DiT (12,351,760 parameters), 6 blocks", batch_size=128,
-        what="Trainer(compile=True): the blocks compiled one by one (regional, the default) vs the model compiled whole",
+        what="Trainer(compile=True): the blocks compiled one by one (regional) vs the model compiled whole",
         compile_mode=("reduce-overhead" if device.type == "cuda" else "default"), pairs=a.pairs, steps_timed=a.steps,
         regional=runs["regional"], whole=runs["whole"],
         compile_s_median=dict(regional=med("regional", "compile_s"), whole=med("whole", "compile_s")),

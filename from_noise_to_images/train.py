@@ -76,9 +76,9 @@ class Trainer:
 
     Speed (chapter `82_fast`): `fast` (on by default) keeps a `DataLoader` over a `TensorDataset` on the device as
     `DeviceBatches` (same batches, same order), uses fused AdamW (on CUDA and CPUs) and, on CUDA, TF32; `amp=True` adds bf16 autocast (off by default: on the seed recipe it
-    was no faster and less stable). `compile=True` runs the model through `torch.compile` (a DiT's blocks one by
-    one: `fast.compile_model`), with CUDA graphs on a single GPU ("reduce-overhead"; or name a mode), and prints the
-    compile time.
+    was no faster and less stable). `compile=True` runs the model through `torch.compile` (`fast.compile_model`):
+    with CUDA graphs on a single GPU ("reduce-overhead"; or name a mode), elsewhere a DiT's blocks one by one; it
+    prints the compile time.
     Under `torchrun --nproc_per_node=N` every batch is split over the N processes (DistributedDataParallel) and
     only rank 0 prints and writes checkpoints."""
     def __init__(self, model, dataloader, lr: float = 1e-4, weight_decay: float = 0.01, device=None, *,
