@@ -1,9 +1,10 @@
 """Cold-start cost of `Trainer(compile=True)` for the seed DiT (batch 128): its six blocks compiled one by one, so their
 shared code is traced and compiled once (regional compilation, `compile_model`'s default where no CUDA graphs are
 recorded), vs the model compiled whole (`regional=False`; the default with CUDA graphs, so on a GPU the first of the
-two forces regional compilation into CUDA graphs, which pytorch#152887 may break). Every measurement runs in a fresh process with an empty Inductor cache, so each one compiles from
-scratch; the two alternate (ABBA). Per process: compile seconds (first step minus the second), then the median of the
-following steps, and the first steps' losses, which must agree between the two.
+two forces regional compilation into CUDA graphs, which pytorch#152887 may break). Every measurement runs in a fresh
+process with an empty Inductor cache, so each one compiles from scratch; the two alternate (ABBA). Per process:
+compile seconds (first step minus the second), then the median of the following steps, and the first steps' losses,
+which must agree between the two.
 Writes benchmarks/results/compile_time.json (compile_time_<device>.json on a GPU).
 
     python benchmarks/compile_time.py [--pairs 3] [--steps 6] [--device cpu]
@@ -22,7 +23,7 @@ import torch
 
 from common import load_average, median, seed_dit, write_json
 from from_noise_to_images.core import get_device, mnist_loader, seed_everything
-from from_noise_to_images.fast import compile_model, synchronize
+from from_noise_to_images.fast import compile_mode, compile_model, synchronize
 from from_noise_to_images.train import Trainer
 
 
@@ -65,7 +66,7 @@ def main():
     record = dict(
         benchmark="compile_time", device=str(device), model="seed DiT (12,351,760 parameters), 6 blocks", batch_size=128,
         what="Trainer(compile=True): the blocks compiled one by one (regional) vs the model compiled whole",
-        compile_mode=("reduce-overhead" if device.type == "cuda" else "default"), pairs=a.pairs, steps_timed=a.steps,
+        compile_mode=compile_mode(True, device), pairs=a.pairs, steps_timed=a.steps,
         regional=runs["regional"], whole=runs["whole"],
         compile_s_median=dict(regional=med("regional", "compile_s"), whole=med("whole", "compile_s")),
         ms_per_step_median=dict(regional=med("regional", "ms_per_step"), whole=med("whole", "ms_per_step")),
