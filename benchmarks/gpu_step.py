@@ -1,14 +1,16 @@
 """Milliseconds per training step of the seed DiT (batch 128) on one GPU, for each way of running the step: eager
-fp32 and bf16, torch.compile in its default mode and with CUDA graphs ("reduce-overhead"; the model compiled whole,
-the Trainer's way, and its blocks compiled one by one, which pytorch#152887 may break), the compiled model with a
-compiled AdamW, and the whole step (noise, loss, backward, AdamW) captured as one CUDA graph, eager or compiled; plus
-the bare model (forward and backward, no optimizer) and a profile of one eager step (kernel launches, host vs GPU
-time). Each configuration also projects the seed's 30-epoch recipe (warm-up + 14,070 steps) from its figures.
+fp32 and bf16; the whole step (noise, loss, backward, AdamW) recorded as one CUDA graph (`Trainer(cuda_graph=True)`),
+eager or with the blocks compiled; torch.compile in its default mode and with CUDA graphs ("reduce-overhead"; the
+model compiled whole, and its blocks compiled one by one, which pytorch#152887 may break); the compiled model with a
+compiled AdamW. First the bare model (forward and backward, no optimizer), which calibrates the budget's host cost
+per op, and a profile of one eager step (kernel launches, host vs GPU time). Each configuration also projects the
+seed's 30-epoch recipe (warm-up + 14,070 steps) from its figures.
 This is how the Trainer's defaults were chosen: a small model on a fast GPU is bound by kernel launches.
-A configuration that fails records its error and the run goes on.
+A configuration that fails records its error and the run goes on; the JSON is rewritten after each, and configurations
+that would start after --max-s are skipped (recorded as such).
 Writes gpu_step.json to --out (default benchmarks/results). Needs CUDA; `--smoke` runs it on a CPU, briefly.
 
-    python benchmarks/gpu_step.py [--steps 300] [--out DIR] [--smoke]
+    python benchmarks/gpu_step.py [--steps 300] [--max-s 600] [--out DIR] [--smoke]
 """
 import argparse
 import json
@@ -21,23 +23,24 @@ import torch
 from common import RESULTS, load_average, machine, seed_dit
 from from_noise_to_images.budget import HOST_S_PER_OP, ops_per_training_step
 from from_noise_to_images.core import mnist_loader, seed_everything
-from from_noise_to_images.fast import DeviceBatches, compile_model, enable_tf32, synchronize
-from from_noise_to_images.flow import flow_matching_loss
-from from_noise_to_images.train import Trainer, split_batch
+from from_noise_to_images.fast import compile_model, synchronize
+from from_noise_to_images.train import Trainer
 
 RECIPE_STEPS = 30 * 469   # the seed's recipe: 30 epochs of 60,000 images at batch 128
 CONFIGS = [  # (name, compile, amp, optimizer: the Trainer's (fused AdamW on CUDA) or compiled,
-             #  blocks compiled one by one: None is compile_model's choice, whole with CUDA graphs)
-    ("eager_fp32", False, False, "trainer", None), ("eager_bf16", False, True, "trainer", None),
-    ("compile_default_fp32", "default", False, "trainer", None), ("compile_cudagraphs_fp32", "reduce-overhead", False, "trainer", None),
-    ("compile_cudagraphs_bf16", "reduce-overhead", True, "trainer", None),
-    # the optimizer took about 1 ms of host time per step on the H200's slow host: compile it too
-    ("compile_cudagraphs_fp32_compiled_adamw", "reduce-overhead", False, "compiled", None),
+             #  blocks compiled one by one: None is compile_model's choice, whole with CUDA graphs,
+             #  the whole step as one CUDA graph: Trainer(cuda_graph=True))
+    ("eager_fp32", False, False, "trainer", None, False),
+    ("step_graph_eager_fp32", False, False, "trainer", None, True),
+    ("step_graph_compiled_blocks_fp32", True, False, "trainer", None, True),
+    ("compile_cudagraphs_fp32", "reduce-overhead", False, "trainer", None, False),
+    ("step_graph_compiled_blocks_bf16", True, True, "trainer", None, True),
+    ("eager_bf16", False, True, "trainer", None, False),
+    ("compile_default_fp32", "default", False, "trainer", None, False),
     # less compile time (2.3x less on a CPU), if CUDA graphs survive one graph replayed block after block (pytorch#152887)
-    ("compile_cudagraphs_fp32_blocks_one_by_one", "reduce-overhead", False, "trainer", True),
-]
-GRAPH_CONFIGS = [  # the whole step as one CUDA graph: (name, compile mode of the model inside it)
-    ("whole_step_graph_eager_fp32", None), ("whole_step_graph_compiled_fp32", "default"),
+    ("compile_cudagraphs_fp32_blocks_one_by_one", "reduce-overhead", False, "trainer", True, False),
+    # the optimizer took about 1 ms of host time per step on the H200's slow host: compile it too
+    ("compile_cudagraphs_fp32_compiled_adamw", "reduce-overhead", False, "compiled", None, False),
 ]
 
 
@@ -63,54 +66,6 @@ def compile_optimizer_step(trainer) -> None:
     trainer.optimizer = opt
 
 
-def whole_step_graph(model, device, first_batch, compile=None):
-    """The whole training step (noise, flow-matching loss, backward, AdamW) captured once as a CUDA graph, replayed
-    per batch: one launch a step. Returns `step(x0) -> loss`. AdamW is fused and `capturable` (its step count lives
-    on the GPU); the gradients are allocated inside the graph, so each replay overwrites them.
-    On a CPU (`--smoke`) the same step runs uncaptured, which tests everything but the capture."""
-    cuda = torch.device(device).type == "cuda"
-    net = compile_model(model, compile) if compile else model
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, **(dict(fused=True, capturable=True) if cuda else {}))
-    static_x0 = first_batch.clone()
-    def body():
-        t, x1 = torch.rand(len(static_x0), device=device), torch.randn_like(static_x0)
-        loss = flow_matching_loss(net, static_x0, t, x1)
-        loss.backward(); opt.step()
-        return loss.detach()
-    if not cuda:
-        def step(x0):
-            static_x0.copy_(x0); opt.zero_grad(set_to_none=True); return body()
-        return step
-    side = torch.cuda.Stream(); side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):   # warm-up off the main stream: compiling, cuBLAS workspaces, AdamW's state
-        for _ in range(3): opt.zero_grad(set_to_none=True); body()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    opt.zero_grad(set_to_none=True)
-    with torch.cuda.graph(graph): static_loss = body()
-    def step(x0):
-        static_x0.copy_(x0); graph.replay(); return static_loss.clone()
-    return step
-
-
-def graph_step_ms(make_step, batches, device, steps, warmup=5) -> tuple[float, float, list[float]]:
-    "Like `step_ms`, for a captured whole step; the warm-up includes capturing it."
-    it = iter(batches)
-    def batch():
-        nonlocal it
-        while True:   # a graph replays fixed shapes: skip an epoch's short last batch
-            try: x0 = split_batch(next(it))[0]
-            except StopIteration: it = iter(batches); continue
-            if len(x0) == 128: return x0
-    synchronize(device); t0 = time.perf_counter()
-    step = make_step(batch())
-    for _ in range(warmup): step(batch())
-    synchronize(device); warm = time.perf_counter() - t0; t0 = time.perf_counter()
-    losses = [step(batch()) for _ in range(steps)]
-    synchronize(device)
-    return warm, (time.perf_counter() - t0) / steps * 1e3, [l.item() for l in losses]
-
-
 def profile_step(trainer, steps=10) -> dict:
     "Kernel launches and host vs GPU time per eager step, from torch.profiler."
     from torch.profiler import ProfilerActivity, profile
@@ -130,16 +85,18 @@ def profile_step(trainer, steps=10) -> dict:
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--max-s", type=float, default=600.0, help="start no configuration after this many seconds")
+    p.add_argument("--skip-graph", action="store_true", help="leave out the step graph (if its tests failed on this GPU)")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--smoke", action="store_true", help="a few steps on a CPU, to test this script")
     a = p.parse_args()
-    if a.smoke:   # on a CPU: the eager step, the compiled optimizer (compile's default mode), the whole step uncaptured
+    if a.smoke:   # on a CPU: the eager step, the compiled optimizer (compile's default mode), the whole model compiled
         device, a.steps, subset = torch.device("cpu"), 3, 2048
-        configs = [CONFIGS[0], ("compiled_adamw_cpu_smoke", "default", False, "compiled", None),
-                   ("compile_whole_model_cpu_smoke", "default", False, "trainer", False)]
-        graph_configs = [("whole_step_uncaptured_cpu_smoke", None)]
+        configs = [CONFIGS[0], ("compiled_adamw_cpu_smoke", "default", False, "compiled", None, False),
+                   ("compile_whole_model_cpu_smoke", "default", False, "trainer", False, False)]
     elif not torch.cuda.is_available(): sys.exit("gpu_step.py needs a CUDA GPU; --smoke checks the script on a CPU")
-    else: device, subset, configs, graph_configs = torch.device("cuda"), None, CONFIGS, GRAPH_CONFIGS
+    else: device, subset, configs = torch.device("cuda"), None, [c for c in CONFIGS if not (a.skip_graph and c[5])]
+    t_start = time.perf_counter()
     loader = mnist_loader(batch_size=128, subset=subset, seed=0)
     record = dict(benchmark="gpu_step", device=str(device), batch_size=128, steps_timed=a.steps, machine=machine(),
                   recipe_steps=RECIPE_STEPS, load_average_start=load_average(), configs={})
@@ -153,15 +110,6 @@ def main():
         except Exception as e:   # one failing configuration must not cost the others their (GPU) time
             record["configs"][name] = dict(error=f"{type(e).__name__}: {e}"[:2000]); print(f"{name}: FAILED {e!r}", flush=True)
         out.write_text(json.dumps(record, indent=1) + "\n")
-    for name, compile, amp, opt, regional in configs:
-        def run():
-            seed_everything(0)
-            trainer = Trainer(seed_dit(), loader, lr=1e-4, weight_decay=0.01, device=device, compile=compile, amp=amp)
-            if compile and regional is not None: trainer._model = compile_model(trainer.model, trainer.compile_mode, regional=regional)
-            if opt == "compiled": compile_optimizer_step(trainer)
-            done(name, *step_ms(trainer, a.steps), compile_mode=trainer.compile_mode, amp=amp, optimizer=opt,
-                 blocks_compiled_one_by_one=trainer._model is not trainer.model and not hasattr(trainer._model, "_orig_mod"))
-        attempt(name, run)
     m = seed_dit().to(device)
     x, t = torch.randn(128, 1, 28, 28, device=device), torch.rand(128, device=device)
     for label, grad in (("bare_forward_backward_fp32", True), ("bare_forward_no_grad_fp32", False)):
@@ -177,13 +125,18 @@ def main():
                                              host_s_per_op_measured=record["bare_forward_backward_fp32_ms"] / 1e3 / ops)
     record["eager_fp32_profile"] = profile_step(Trainer(seed_dit(), loader, lr=1e-4, weight_decay=0.01, device=device),
                                                 steps=2 if a.smoke else 10)
-    # last: a capture that fails can leave the GPU unusable for what would follow
-    for name, compile in graph_configs:
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    for name, compile, amp, opt, regional, graph in configs:
+        if time.perf_counter() - t_start > a.max_s:
+            record["configs"][name] = dict(skipped=f"--max-s {a.max_s:.0f} s passed"); continue
         def run():
-            seed_everything(0); enable_tf32(device)
-            batches, model = DeviceBatches.from_loader(loader, device), seed_dit().to(device)
-            done(name, *graph_step_ms(lambda b: whole_step_graph(model, device, b, compile), batches, device, a.steps),
-                 compile_mode=compile, amp=False, optimizer="fused, capturable, inside the graph")
+            seed_everything(0)
+            trainer = Trainer(seed_dit(), loader, lr=1e-4, weight_decay=0.01, device=device, compile=compile, amp=amp,
+                              cuda_graph=graph)
+            if compile and regional is not None: trainer._model = compile_model(trainer.model, trainer.compile_mode, regional=regional)
+            if opt == "compiled": compile_optimizer_step(trainer)
+            done(name, *step_ms(trainer, a.steps), compile_mode=trainer.compile_mode, amp=amp, optimizer=opt, step_graph=graph,
+                 blocks_compiled_one_by_one=trainer._model is not trainer.model and not hasattr(trainer._model, "_orig_mod"))
         attempt(name, run)
     record["load_average_end"] = load_average()
     out.write_text(json.dumps(record, indent=1) + "\n")

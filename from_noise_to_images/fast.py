@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['COMPILE_MODES', 'CUDAGRAPH_MODES', 'DeviceBatches', 'enable_tf32', 'autocast', 'make_adamw', 'compile_mode',
-           'CompileTimer', 'synchronize', 'compile_model', 'dist_env', 'is_distributed', 'rank', 'world_size',
-           'is_main_process', 'init_distributed', 'teardown_distributed', 'broadcast_rng', 'all_mean', 'shard']
+           'CompileTimer', 'synchronize', 'compile_model', 'GraphedStep', 'dist_env', 'is_distributed', 'rank',
+           'world_size', 'is_main_process', 'init_distributed', 'teardown_distributed', 'broadcast_rng', 'all_mean',
+           'shard']
 
 # %% ../nbs/82_fast.ipynb #64bfa58b
 import copy
@@ -116,27 +117,36 @@ def enable_tf32(device) -> bool:
     torch.backends.cudnn.allow_tf32 = True
     return True
 
-def autocast(device, enabled: bool = True):
-    "A bf16 autocast context for `device` when `enabled`, else a context that does nothing."
+def autocast(device, enabled: bool = True, cache_enabled: bool = True):
+    """A bf16 autocast context for `device` when `enabled`, else a context that does nothing. Inside a CUDA graph's
+    recording, `cache_enabled=False`: autocast's cache of bf16 weights would be frozen into the graph."""
     device = torch.device(device)
-    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled) if enabled else nullcontext()
 
-def make_adamw(params, lr: float, weight_decay: float, device, fused: bool | None = None) -> torch.optim.AdamW:
-    "AdamW, fused into one kernel on CUDA and CPUs (`fused=None` picks that), PyTorch's default elsewhere."
+def make_adamw(params, lr: float, weight_decay: float, device, fused: bool | None = None,
+               capturable: bool = False) -> torch.optim.AdamW:
+    """AdamW, fused into one kernel on CUDA and CPUs (`fused=None` picks that), PyTorch's default elsewhere.
+    `capturable=True` keeps its step count on the device, so a CUDA graph can hold the step (`GraphedStep`)."""
     device = torch.device(device)
     if fused is None: fused = device.type in ("cuda", "cpu")
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **({"fused": True} if fused else {}))
+    kw = ({"fused": True} if fused else {}) | ({"capturable": True} if capturable else {})
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **kw)
 
 # %% ../nbs/82_fast.ipynb #adaf5bcd
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
-def compile_mode(compile, device, distributed: bool = False) -> str | None:
+def compile_mode(compile, device, distributed: bool = False, cuda_graph: bool = False) -> str | None:
     """The `torch.compile` mode for the `Trainer`'s `compile` argument: None for False; for True, "reduce-overhead"
-    (CUDA graphs) on a single GPU and "default" on CPUs and under DDP; a mode name as it is."""
+    (CUDA graphs) on a single GPU and "default" on CPUs, under DDP and when the whole step is one CUDA graph
+    (`cuda_graph`, `GraphedStep`); a mode name as it is."""
     if compile is False or compile is None: return None
-    if compile is True: return "reduce-overhead" if torch.device(device).type == "cuda" and not distributed else "default"
+    if compile is True:
+        return "reduce-overhead" if torch.device(device).type == "cuda" and not distributed and not cuda_graph else "default"
     if compile not in COMPILE_MODES:
         raise ValueError(f"compile must be True, False or a torch.compile mode ({', '.join(COMPILE_MODES)}); got {compile!r}")
+    if cuda_graph and compile in ("reduce-overhead", "max-autotune"):
+        raise ValueError(f"compile={compile!r} records CUDA graphs of its own, which cannot sit inside the step's graph "
+                         "(cuda_graph=True): use compile=True or 'default' with it")
     return compile
 
 class CompileTimer:
@@ -169,6 +179,45 @@ def compile_model(model, mode: str = "default", regional: bool | None = None, **
     compiled._modules = dict(model._modules)       # ... but its own table of submodules,
     compiled.blocks = nn.ModuleList(torch.compile(b, mode=mode, **kwargs) for b in blocks)   # where the blocks are compiled
     return compiled
+
+# %% ../nbs/82_fast.ipynb #6ca730fb
+class GraphedStep:
+    """`fn(*inputs) -> tensor`, one whole training step, replayed as one CUDA graph: one launch instead of hundreds.
+
+    Every call is one real step: the first `warmup` run `fn` on a side stream, the next records `fn` into a graph and
+    replays it, later ones copy their inputs into the graph's and replay it. Inputs of other shapes run `fn` itself.
+    `fn` must not read values back to the host, and its optimizer must be `capturable`; Python inside `fn` runs only
+    while recording. Off CUDA every call runs `fn` itself. `reset()` forgets the graph (record again)."""
+    def __init__(self, fn, warmup: int = 3):
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
+            raise ValueError(f"warmup must be a positive int (steps run before recording), got {warmup!r}")
+        self.fn, self.warmup = fn, warmup
+        self.reset()
+
+    def reset(self) -> None:
+        self.graph, self.calls, self._inputs, self._output = None, 0, None, None
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if not inputs[0].is_cuda: return self.fn(*inputs)
+        if self.graph is not None:
+            if [x.shape for x in inputs] != [x.shape for x in self._inputs]: return self.fn(*inputs)
+            for static, x in zip(self._inputs, inputs): static.copy_(x)
+            self.graph.replay()
+            return self._output.clone()   # the next replay overwrites the graph's own output
+        if self.calls < self.warmup:
+            self.calls += 1
+            side = torch.cuda.Stream(); side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side): out = self.fn(*inputs)
+            torch.cuda.current_stream().wait_stream(side)
+            return out
+        self._inputs, graph = [x.clone() for x in inputs], torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph): self._output = self.fn(*self._inputs)
+        except Exception as e:
+            raise RuntimeError(f"recording the training step as a CUDA graph failed ({type(e).__name__}: {e}); "
+                               "train without cuda_graph=True") from e
+        self.graph = graph
+        return self(*inputs)   # recording ran nothing: now replay it on this call's inputs
 
 # %% ../nbs/82_fast.ipynb #c1087e63
 def dist_env() -> tuple[int, int, int]:

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .core import get_device, seed_everything
 from .flow import flow_matching_loss
-from .fast import (CompileTimer, DeviceBatches, all_mean, autocast, broadcast_rng, compile_mode, compile_model, enable_tf32,
+from .fast import (CompileTimer, DeviceBatches, GraphedStep, all_mean, autocast, broadcast_rng, compile_mode, compile_model, enable_tf32,
                    init_distributed, is_distributed, is_main_process, make_adamw, shard, synchronize)
 from .checkpoint import (
     CHECKPOINT_FORMAT, CHECKPOINT_VERSION, EMA, CheckpointError, atomic_torch_save, build_model, check_state_dict,
@@ -64,6 +64,20 @@ def _check_trainer_args(model, dataloader, lr, weight_decay, checkpoint_dir, che
     if checkpoint_every is not None and checkpoint_dir is None:
         raise ValueError("checkpoint_every needs checkpoint_dir: the folder to write checkpoints into")
 
+_HOW_TO_STEP = ("fused", "foreach", "capturable", "differentiable")   # AdamW options that say how, not what
+
+def _keep_how_to_step(optimizer, how: list[dict]) -> None:
+    """Put back this trainer's `how` options after `optimizer.load_state_dict`, which takes them from the checkpoint:
+    it holds the hyperparameters (lr, weight decay), not how the machine that wrote it ran the step. Fused and
+    capturable AdamW keep their step counts on the parameters' device."""
+    for group, h in zip(optimizer.param_groups, how):
+        group.update(h)
+        if not (h.get("fused") or h.get("capturable")): continue
+        for p in group["params"]:
+            st = optimizer.state.get(p, {})
+            if "step" in st: st["step"] = st["step"].to(device=p.device, dtype=torch.float32)
+
+
 # %% ../nbs/01_3_training.ipynb #4cca3dea
 class Trainer:
     """Train a velocity model with the flow-matching loss and AdamW.
@@ -78,29 +92,36 @@ class Trainer:
     `DeviceBatches` (same batches, same order), uses fused AdamW (on CUDA and CPUs) and, on CUDA, TF32; `amp=True` adds bf16 autocast (off by default: on the seed recipe it
     was no faster and less stable). `compile=True` runs the model through `torch.compile` (`fast.compile_model`):
     with CUDA graphs on a single GPU ("reduce-overhead"; or name a mode), elsewhere a DiT's blocks one by one; it
-    prints the compile time.
+    prints the compile time. `cuda_graph=True` (one CUDA GPU) records the whole step (noise, loss, backward, clipping,
+    AdamW) as one CUDA graph (`fast.GraphedStep`) and compiles, if asked, a DiT's blocks one by one inside it.
     Under `torchrun --nproc_per_node=N` every batch is split over the N processes (DistributedDataParallel) and
     only rank 0 prints and writes checkpoints."""
     def __init__(self, model, dataloader, lr: float = 1e-4, weight_decay: float = 0.01, device=None, *,
                  checkpoint_dir=None, checkpoint_every: int | None = None, keep_last: int = 3,
                  ema_decay: float | None = None, grad_clip: float | None = None, seed: int | None = None,
-                 run_config: dict | None = None, fast: bool = True, compile: bool | str = False, amp: bool = False):
+                 run_config: dict | None = None, fast: bool = True, compile: bool | str = False, amp: bool = False,
+                 cuda_graph: bool = False):
         _check_trainer_args(model, dataloader, lr, weight_decay, checkpoint_dir, checkpoint_every, keep_last, ema_decay, grad_clip)
         if seed is not None: seed_everything(seed)
         self.device = init_distributed(torch.device(device) if device is not None else get_device())  # joins torchrun's ranks
+        if cuda_graph and (self.device.type != "cuda" or is_distributed()):
+            raise ValueError(f"cuda_graph=True records the step as a CUDA graph on one GPU; this trainer runs on {self.device}"
+                             f"{' under torchrun' if is_distributed() else ''}: leave cuda_graph off here")
         self.model = model.to(self.device)
         self.dataloader = dataloader
         self._batches = (DeviceBatches.from_loader(dataloader, self.device) if fast else None) or dataloader
-        self.optimizer = make_adamw(self.model.parameters(), lr, weight_decay, self.device, fused=None if fast else False)
+        self.optimizer = make_adamw(self.model.parameters(), lr, weight_decay, self.device, fused=None if fast else False,
+                                    capturable=bool(cuda_graph))
         self.amp = bool(amp)
         if fast: enable_tf32(self.device)
         self._model = self.model   # what the step calls: the model, wrapped for several processes and/or compiled
         if is_distributed():
             broadcast_rng(self.device, loader_generators(dataloader))   # every rank starts from rank 0's random state
             self._model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
-        self.compile_mode = compile_mode(compile, self.device, is_distributed())
+        self.compile_mode = compile_mode(compile, self.device, is_distributed(), cuda_graph=bool(cuda_graph))
         self._compile = CompileTimer() if self.compile_mode else None
         if self.compile_mode: self._model = compile_model(self._model, self.compile_mode)
+        self._graph = GraphedStep(self._update) if cuda_graph else None   # the step, recorded once and replayed
         self.ema = EMA(self.model, ema_decay) if ema_decay is not None else None
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.checkpoint_every, self.keep_last = checkpoint_every, keep_last
@@ -125,22 +146,29 @@ class Trainer:
         if num_classes and y is None: raise ValueError(f"a class-conditional model (num_classes={num_classes}) needs (images, labels) batches")
         x0 = x0.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True) if num_classes else None
+        if self._compile is not None and self._compile.second_s is None: synchronize(self.device); t0 = time.perf_counter()
+        args = (x0,) if y is None else (x0, y)
+        loss = self._graph(*args) if self._graph is not None else self._update(*args)
+        if self.ema is not None: self.ema.update(self.model)   # outside the graph: its decay changes with the step count
+        self.step += 1
+        if self._compile is not None and self._compile.second_s is None: self._time_compile(t0)
+        return all_mean(loss)   # the whole batch's loss: a collective under torchrun, never a host sync
+
+    def _update(self, x0, y=None) -> torch.Tensor:
+        "Noise, loss, backward, clipping and AdamW on a batch already on the device: what a CUDA graph can hold."
         t, x1 = torch.rand(len(x0), device=self.device), torch.randn_like(x0)   # the noise of the whole batch
         if is_distributed():                                                    # and this rank's share of it
             s = shard(len(x0)); x0, t, x1 = x0[s], t[s], x1[s]
             if y is not None: y = y[s]
         kw = {"y": y} if y is not None else {}
-        if self._compile is not None and self._compile.second_s is None: synchronize(self.device); t0 = time.perf_counter()
-        with autocast(self.device, self.amp): loss = flow_matching_loss(self._model, x0, t, x1, **kw)
+        with autocast(self.device, self.amp, cache_enabled=self._graph is None):
+            loss = flow_matching_loss(self._model, x0, t, x1, **kw)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.train_config["grad_clip"] is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_config["grad_clip"])
         self.optimizer.step()
-        if self.ema is not None: self.ema.update(self.model)
-        self.step += 1
-        if self._compile is not None and self._compile.second_s is None: self._time_compile(t0)
-        return all_mean(loss.detach())   # the whole batch's loss: a collective under torchrun, never a host sync
+        return loss.detach()
 
     def _time_compile(self, t0):
         "Record the first two steps' times; the first includes compiling. Syncs the device: twice per run, not per step."
@@ -239,8 +267,11 @@ class Trainer:
             self.ema = EMA(self.model, ema["decay"])
             check_state_dict(self.ema.model, ema["model_state_dict"], f"{source} (EMA weights)")
             self.ema.load_state_dict(ema)
+        how = [{k: g[k] for k in _HOW_TO_STEP if k in g} for g in self.optimizer.param_groups]
         try: self.optimizer.load_state_dict(state["optimizer_state_dict"])
         except (ValueError, KeyError) as e: raise CheckpointError(f"{source}: optimizer state does not fit: {e}") from None
+        _keep_how_to_step(self.optimizer, how)
+        if self._graph is not None: self._graph.reset()   # new AdamW state tensors: the recorded graph points at the old
         self.train_config.update(lr=cfg["lr"], weight_decay=cfg["weight_decay"], ema_decay=cfg["ema_decay"],
                                  grad_clip=cfg["grad_clip"], seed=cfg["seed"], run=cfg.get("run", {}))
         self.step, self.epoch, self.losses = state["step"], state["epoch"], list(state["losses"])

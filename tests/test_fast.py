@@ -216,3 +216,65 @@ def test_fnti_train_under_torchrun_two_cpu_processes(tmp_path):
     a, b = (json.loads((tmp_path / d / "losses.json").read_text()) for d in ("one", "two"))
     torch.testing.assert_close(torch.tensor(b["step_losses"]), torch.tensor(a["step_losses"]), rtol=1e-4, atol=1e-5)
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+
+
+def test_cuda_graph_option_is_checked_on_a_cpu():
+    x, y = data(16)
+    with pytest.raises(ValueError, match="CUDA graph on one GPU.*leave cuda_graph off"):
+        Trainer(tiny_dit(), loader(x, y), device="cpu", cuda_graph=True)
+
+
+def test_a_checkpoint_does_not_change_how_adamw_steps(tmp_path):
+    "A checkpoint brings AdamW's state and hyperparameters; fused or not (and capturable or not) stays this trainer's choice."
+    x, y = data(32)
+    plain = Trainer(tiny_dit(), loader(x, y), lr=1e-3, device="cpu", fast=False)
+    with redirect_stdout(io.StringIO()): plain.train(1, progress=False)
+    path = plain.save_checkpoint(tmp_path / "plain.pt")
+    fast = Trainer(tiny_dit(), loader(x, y), lr=5e-4, device="cpu")
+    fast.resume(path)
+    group = fast.optimizer.param_groups[0]
+    assert group["fused"] is True and group["lr"] == 1e-3 and not group["capturable"]
+    with redirect_stdout(io.StringIO()): fast.train(1, progress=False)   # the fused kernel steps on the loaded state
+    back = Trainer(tiny_dit(), loader(x, y), device="cpu", fast=False)
+    back.resume(fast.save_checkpoint(tmp_path / "fast.pt"))
+    assert not back.optimizer.param_groups[0]["fused"] and back.step == 4
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@cuda
+@pytest.mark.parametrize("compile", [False, True])
+def test_cuda_graph_trains_like_the_plain_step(compile):
+    """The step recorded as one CUDA graph: the same losses and EMA weights as the plain step, with label dropout's and
+    the noise's random numbers drawn inside the graph, clipping inside it, the EMA outside, and a short last batch."""
+    x, y = data(100)   # 6 batches of 16, replayed, and one of 4, run as it is
+    runs = {}
+    for graph in (False, True):
+        torch.manual_seed(0)
+        model = DiT(img_size=8, patch_size=4, in_channels=1, embed_dim=32, depth=2, num_heads=4, num_classes=10)
+        dl = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(2))
+        t = Trainer(model, dl, lr=1e-3, device="cuda", seed=0, ema_decay=0.9, grad_clip=1.0,
+                    cuda_graph=graph, compile=compile and graph)
+        with redirect_stdout(io.StringIO()): t.train(2, progress=False)
+        runs[graph] = (t.step_losses, t.ema.model.state_dict())
+        if graph: assert t._graph.graph is not None and t.compile_mode == ("default" if compile else None)
+    print("plain", runs[False][0]); print("graph", runs[True][0])
+    torch.testing.assert_close(torch.tensor(runs[True][0]), torch.tensor(runs[False][0]), rtol=1e-3, atol=1e-4)
+    for k, v in runs[False][1].items(): torch.testing.assert_close(runs[True][1][k], v, rtol=1e-2, atol=1e-3)
+
+
+@cuda
+def test_cuda_graph_records_again_after_a_resume(tmp_path):
+    "Loading a checkpoint replaces AdamW's state tensors: a trainer whose graph is recorded must record again."
+    x, y = data()
+    t = Trainer(tiny_dit(), DeviceBatches(x, y, batch_size=16, seed=5), lr=1e-3, device="cuda", seed=0,
+                checkpoint_dir=tmp_path, checkpoint_every=4, keep_last=20, cuda_graph=True)
+    with redirect_stdout(io.StringIO()): t.train(2, progress=False)
+    ref = list(t.step_losses)
+    assert t._graph.graph is not None
+    t.resume(tmp_path / "step_00000008.pt")
+    assert t._graph.graph is None and t.step == 8
+    with redirect_stdout(io.StringIO()): t.train(1, progress=False)   # the rest of epoch 2
+    print("ref", ref[8:]); print("again", t.step_losses[8:])
+    torch.testing.assert_close(torch.tensor(t.step_losses[8:]), torch.tensor(ref[8:]), rtol=1e-4, atol=1e-6)

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Every GPU check of the project in one run that fits a 10-minute lease (about 9 minutes on an H200):
+#   1. the CUDA-only tests (the step recorded as a CUDA graph trains like the plain step, and records again after a resume),
+#   2. benchmarks/gpu_recipe.py: the seed's 30-epoch recipe end to end (the step graph, compile with CUDA graphs,
+#      the naive loop for about a minute, host syncs, sampling); the graph phases only if step 1 passed,
+#   3. benchmarks/gpu_step.py: milliseconds per step of each way of running it, for what time is left.
+# Usage: benchmarks/gpu_session.sh OUT [MNIST_GZ_DIR]; MNIST's four .gz files are copied from MNIST_GZ_DIR if given.
+set -u
+out=${1:?usage: gpu_session.sh OUT [MNIST_GZ_DIR]}; mkdir -p "$out"
+cd "$(dirname "$0")/.."
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+if [ -n "${2:-}" ]; then
+  mkdir -p /tmp/fnti_data/MNIST/raw && cp "$2"/*-ubyte.gz /tmp/fnti_data/MNIST/raw/ && gunzip -f /tmp/fnti_data/MNIST/raw/*.gz
+  export FNTI_DATA_DIR=/tmp/fnti_data
+fi
+{ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv; python -c "import torch; print('torch', torch.__version__)"; } > "$out/gpu.txt" 2>&1
+timeout 150 python -m pytest -q -s -p no:cacheprovider tests/test_fast.py -k cuda > "$out/pytest_cuda.txt" 2>&1
+tail -n 3 "$out/pytest_cuda.txt"
+skip=--skip-graph; grep -qE '^[0-9]+ passed' "$out/pytest_cuda.txt" && skip=
+cd benchmarks
+timeout 330 python gpu_recipe.py --naive-max-s 60 --extra-if-s 250 $skip --out "$out" > "$out/gpu_recipe_log.txt" 2>&1
+grep -E '^(fast|naive epoch|sync|sampling)' "$out/gpu_recipe_log.txt"
+timeout 90 python gpu_step.py --steps 200 --max-s 55 $skip --out "$out" > "$out/gpu_step_log.txt" 2>&1
+grep -E 'ms/step|FAILED' "$out/gpu_step_log.txt"
+exit 0
