@@ -104,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     t.add_argument("--compile", action="store_true",
-                   help="torch.compile the model, with CUDA graphs on a single GPU (compile time printed; worth it for long GPU runs)")
+                   help="torch.compile the model's blocks and, on one GPU, record each step as a CUDA graph (compile time printed)")
+    t.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
+                   help="record each step as one CUDA graph (one GPU; default: with --compile there)")
     t.add_argument("--amp", action="store_true", help="bf16 autocast (GPUs; off by default: no faster on the seed recipe, and slower on CPUs)")
     s = sub.add_parser("sample", help="generate a grid of digits from a checkpoint",
                        description="Load a checkpoint (its EMA weights when it has them) and integrate from noise to "
@@ -155,7 +157,7 @@ def cmd_train(a) -> dict:
         if ignored: print(f"Note: resuming with the run's saved settings; ignoring --{', --'.join(k.replace('_', '-') for k in ignored)}")
         loader = mnist_loader(batch_size=run["batch_size"], subset=run["subset"] or None, data_dir=a.data_dir, seed=run["seed"])
         trainer = Trainer.from_checkpoint(path, loader, device=device, checkpoint_dir=Path(out) / "checkpoints",
-                                          compile=a.compile, amp=a.amp,
+                                          compile=a.compile, amp=a.amp, cuda_graph=a.cuda_graph,
                                           **({"checkpoint_every": a.checkpoint_every} if a.checkpoint_every else {}))
         name, seed = run.get("model", state["model_class"]), run["seed"]
     else:
@@ -168,7 +170,7 @@ def cmd_train(a) -> dict:
         run = {k: getattr(a, k) for k in _RUN_KEYS}
         trainer = Trainer(build_named_model(a.model), loader, lr=a.lr, weight_decay=a.weight_decay, device=device,
                           checkpoint_dir=out / "checkpoints", checkpoint_every=a.checkpoint_every, keep_last=a.keep_last,
-                          ema_decay=a.ema_decay or None, grad_clip=a.grad_clip, run_config=run, compile=a.compile, amp=a.amp)
+                          ema_decay=a.ema_decay or None, grad_clip=a.grad_clip, run_config=run, compile=a.compile, amp=a.amp, cuda_graph=a.cuda_graph)
         name, seed = a.model, a.seed
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

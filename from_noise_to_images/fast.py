@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['COMPILE_MODES', 'CUDAGRAPH_MODES', 'DeviceBatches', 'enable_tf32', 'autocast', 'make_adamw', 'compile_mode',
-           'CompileTimer', 'synchronize', 'compile_model', 'GraphedStep', 'dist_env', 'is_distributed', 'rank',
-           'world_size', 'is_main_process', 'init_distributed', 'teardown_distributed', 'broadcast_rng', 'all_mean',
-           'shard']
+           'cuda_graph_choice', 'CompileTimer', 'synchronize', 'compile_model', 'GraphedStep', 'dist_env',
+           'is_distributed', 'rank', 'world_size', 'is_main_process', 'init_distributed', 'teardown_distributed',
+           'broadcast_rng', 'all_mean', 'shard']
 
 # %% ../nbs/82_fast.ipynb #64bfa58b
 import copy
@@ -136,9 +136,8 @@ def make_adamw(params, lr: float, weight_decay: float, device, fused: bool | Non
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 def compile_mode(compile, device, distributed: bool = False, cuda_graph: bool = False) -> str | None:
-    """The `torch.compile` mode for the `Trainer`'s `compile` argument: None for False; for True, "reduce-overhead"
-    (CUDA graphs) on a single GPU and "default" on CPUs, under DDP and when the whole step is one CUDA graph
-    (`cuda_graph`, `GraphedStep`); a mode name as it is."""
+    """The `torch.compile` mode for the `Trainer`'s `compile` argument: None for False; for True "default", except on
+    a single GPU whose step is not one CUDA graph (`cuda_graph=False`): "reduce-overhead" there; a mode name as it is."""
     if compile is False or compile is None: return None
     if compile is True:
         return "reduce-overhead" if torch.device(device).type == "cuda" and not distributed and not cuda_graph else "default"
@@ -148,6 +147,16 @@ def compile_mode(compile, device, distributed: bool = False, cuda_graph: bool = 
         raise ValueError(f"compile={compile!r} records CUDA graphs of its own, which cannot sit inside the step's graph "
                          "(cuda_graph=True): use compile=True or 'default' with it")
     return compile
+
+def cuda_graph_choice(cuda_graph, compile, device, distributed: bool = False) -> bool:
+    """Whether the `Trainer` records its whole step as one CUDA graph (`GraphedStep`): `cuda_graph` when given (True
+    needs one CUDA GPU), else exactly when `compile=True` on one CUDA GPU, where it measured fastest."""
+    one_gpu = torch.device(device).type == "cuda" and not distributed
+    if cuda_graph is None: return compile is True and one_gpu
+    if cuda_graph and not one_gpu:
+        raise ValueError(f"cuda_graph=True records the training step as a CUDA graph on one GPU; this trainer runs on "
+                         f"{torch.device(device)}{' under torchrun' if distributed else ''}: leave cuda_graph off here")
+    return bool(cuda_graph)
 
 class CompileTimer:
     "Times the first calls of a compiled function: `compile_s` = first call minus the second (the compile cost)."

@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 from . import __version__
 from .core import get_device, seed_everything
 from .flow import flow_matching_loss
-from .fast import (CompileTimer, DeviceBatches, GraphedStep, all_mean, autocast, broadcast_rng, compile_mode, compile_model, enable_tf32,
+from .fast import (CompileTimer, DeviceBatches, GraphedStep, all_mean, autocast, broadcast_rng, compile_mode, compile_model, cuda_graph_choice,
+                   enable_tf32,
                    init_distributed, is_distributed, is_main_process, make_adamw, shard, synchronize)
 from .checkpoint import (
     CHECKPOINT_FORMAT, CHECKPOINT_VERSION, EMA, CheckpointError, atomic_torch_save, build_model, check_state_dict,
@@ -90,35 +91,34 @@ class Trainer:
 
     Speed (chapter `82_fast`): `fast` (on by default) keeps a `DataLoader` over a `TensorDataset` on the device as
     `DeviceBatches` (same batches, same order), uses fused AdamW (on CUDA and CPUs) and, on CUDA, TF32; `amp=True` adds bf16 autocast (off by default: on the seed recipe it
-    was no faster and less stable). `compile=True` runs the model through `torch.compile` (`fast.compile_model`):
-    with CUDA graphs on a single GPU ("reduce-overhead"; or name a mode), elsewhere a DiT's blocks one by one; it
-    prints the compile time. `cuda_graph=True` (one CUDA GPU) records the whole step (noise, loss, backward, clipping,
-    AdamW) as one CUDA graph (`fast.GraphedStep`) and compiles, if asked, a DiT's blocks one by one inside it.
+    was no faster and less stable). `compile=True` runs a DiT's blocks through `torch.compile` one by one
+    (`fast.compile_model`; or name a mode) and prints the compile time. `cuda_graph=True` (one CUDA GPU) records
+    the whole step (noise, loss, backward, clipping, AdamW) as one CUDA graph (`fast.GraphedStep`) and replays it:
+    one launch per step. By default (None) `compile=True` on one GPU does both; `cuda_graph=False` compiles with
+    torch.compile's own CUDA graphs ("reduce-overhead") instead.
     Under `torchrun --nproc_per_node=N` every batch is split over the N processes (DistributedDataParallel) and
     only rank 0 prints and writes checkpoints."""
     def __init__(self, model, dataloader, lr: float = 1e-4, weight_decay: float = 0.01, device=None, *,
                  checkpoint_dir=None, checkpoint_every: int | None = None, keep_last: int = 3,
                  ema_decay: float | None = None, grad_clip: float | None = None, seed: int | None = None,
                  run_config: dict | None = None, fast: bool = True, compile: bool | str = False, amp: bool = False,
-                 cuda_graph: bool = False):
+                 cuda_graph: bool | None = None):
         _check_trainer_args(model, dataloader, lr, weight_decay, checkpoint_dir, checkpoint_every, keep_last, ema_decay, grad_clip)
         if seed is not None: seed_everything(seed)
         self.device = init_distributed(torch.device(device) if device is not None else get_device())  # joins torchrun's ranks
-        if cuda_graph and (self.device.type != "cuda" or is_distributed()):
-            raise ValueError(f"cuda_graph=True records the step as a CUDA graph on one GPU; this trainer runs on {self.device}"
-                             f"{' under torchrun' if is_distributed() else ''}: leave cuda_graph off here")
+        cuda_graph = cuda_graph_choice(cuda_graph, compile, self.device, is_distributed())
         self.model = model.to(self.device)
         self.dataloader = dataloader
         self._batches = (DeviceBatches.from_loader(dataloader, self.device) if fast else None) or dataloader
         self.optimizer = make_adamw(self.model.parameters(), lr, weight_decay, self.device, fused=None if fast else False,
-                                    capturable=bool(cuda_graph))
+                                    capturable=cuda_graph)
         self.amp = bool(amp)
         if fast: enable_tf32(self.device)
         self._model = self.model   # what the step calls: the model, wrapped for several processes and/or compiled
         if is_distributed():
             broadcast_rng(self.device, loader_generators(dataloader))   # every rank starts from rank 0's random state
             self._model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
-        self.compile_mode = compile_mode(compile, self.device, is_distributed(), cuda_graph=bool(cuda_graph))
+        self.compile_mode = compile_mode(compile, self.device, is_distributed(), cuda_graph=cuda_graph)
         self._compile = CompileTimer() if self.compile_mode else None
         if self.compile_mode: self._model = compile_model(self._model, self.compile_mode)
         self._graph = GraphedStep(self._update) if cuda_graph else None   # the step, recorded once and replayed

@@ -102,6 +102,9 @@ def test_train_speed_flags_reach_the_trainer(tmp_path, monkeypatch, capsys):
     assert main(["train", *TINY, "--out", str(tmp_path / "a")]) == 0
     assert main(["train", *TINY, "--compile", "--amp", "--out", str(tmp_path / "b")]) == 0
     assert [(t.compile_mode, t.amp) for t in made] == [(None, False), ("default", True)]   # "default": no CUDA graphs on a CPU
+    capsys.readouterr()
+    assert main(["train", *TINY, "--cuda-graph", "--out", str(tmp_path / "c")]) == 1   # one CUDA graph per step: GPUs only
+    assert "leave cuda_graph off" in capsys.readouterr().err
     settings = json.loads((tmp_path / "b" / "losses.json").read_text())["settings"]
     assert settings["compile"] is True and settings["amp"] is True
 

@@ -121,8 +121,9 @@ def test_sampling_reads_nothing_back_from_the_device(solver):
 def test_trainer_speed_options_default_and_validation():
     x, y = data(16)
     t = Trainer(tiny_dit(), loader(x, y), device="cpu")
-    assert t.amp is False and t.compile_mode is None and t._model is t.model   # bf16 and compile are opt-in
-    assert Trainer(tiny_dit(), loader(x, y), device="cpu", compile=True).compile_mode == "default"   # CUDA graphs: GPUs only
+    assert t.amp is False and t.compile_mode is None and t._model is t.model and t._graph is None   # all opt-in
+    t = Trainer(tiny_dit(), loader(x, y), device="cpu", compile=True)
+    assert t.compile_mode == "default" and t._graph is None   # CUDA graphs: GPUs only
     assert Trainer(tiny_dit(), loader(x, y), device="cpu", compile="max-autotune-no-cudagraphs").compile_mode == "max-autotune-no-cudagraphs"
     with pytest.raises(ValueError, match="torch.compile mode"):
         Trainer(tiny_dit(), loader(x, y), device="cpu", compile="fastest")
@@ -254,8 +255,8 @@ def test_cuda_graph_trains_like_the_plain_step(compile):
         torch.manual_seed(0)
         model = DiT(img_size=8, patch_size=4, in_channels=1, embed_dim=32, depth=2, num_heads=4, num_classes=10)
         dl = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(2))
-        t = Trainer(model, dl, lr=1e-3, device="cuda", seed=0, ema_decay=0.9, grad_clip=1.0,
-                    cuda_graph=graph, compile=compile and graph)
+        how = dict(compile=True) if graph and compile else dict(cuda_graph=graph)   # compile=True: the graph by default
+        t = Trainer(model, dl, lr=1e-3, device="cuda", seed=0, ema_decay=0.9, grad_clip=1.0, **how)
         with redirect_stdout(io.StringIO()): t.train(2, progress=False)
         runs[graph] = (t.step_losses, t.ema.model.state_dict())
         if graph: assert t._graph.graph is not None and t.compile_mode == ("default" if compile else None)
