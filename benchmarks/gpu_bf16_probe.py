@@ -1,0 +1,112 @@
+"""Why does the seed recipe collapse in bf16? Every 30-epoch run with bf16 autocast so far (three, on two H200s) went
+from a loss of 0.20 back to 1.0-1.38 around epoch 20, and no fp32 run did. This probe trains the recipe in bf16 with
+the fast path (`Trainer(compile=True, amp=True)`: the step graph, blocks compiled) once per variant, and after every
+epoch runs one fixed batch through the model to record what might grow past bf16's 8-bit mantissa:
+
+- the residual stream: its RMS and largest value at each block's input. Under autocast the stream is bf16 (every
+  Linear returns bf16, and the adds stay bf16), so an update much smaller than the stream is rounded away;
+- the attention logits q.k / sqrt(d): their largest magnitude in each block, computed in fp32 from the block's input.
+
+Variants: `bf16_fp32_residual` (the stream kept in fp32: the patch embedding's output is cast to fp32, so each
+`x + branch` promotes back to fp32 and only the matmuls run in bf16) and `bf16` (as the Trainer runs it today).
+If the second does not collapse, keeping the residual stream in the parameters' dtype is the fix to make in `dit.py`.
+Writes gpu_bf16_probe.json to --out (JSON rewritten after every epoch). Needs CUDA; `--smoke` checks the script on a
+CPU: one epoch of 128 images per variant, uncompiled (bf16 has no CPU hardware here: it is 30x slower than fp32).
+
+    python benchmarks/gpu_bf16_probe.py [--epochs 30] [--variants bf16_fp32_residual,bf16] [--out DIR] [--smoke]
+"""
+import argparse
+import contextlib
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from common import RESULTS, load_average, machine, seed_dit
+from from_noise_to_images.core import mnist_loader, seed_everything
+from from_noise_to_images.fast import autocast, synchronize
+from from_noise_to_images.train import Trainer
+
+VARIANTS = ("bf16_fp32_residual", "bf16")   # the candidate fix first: a lease may end before the second
+
+
+@torch.no_grad()
+def probe(model, x0, t, x1, device) -> dict:
+    "Per block: residual stream RMS and max |value| at its input, max |attention logit|; one fixed batch, bf16 autocast."
+    stats = []
+    def hook(block, inputs):
+        h = inputs[0]
+        with torch.autocast(h.device.type, enabled=False):   # the logits in fp32, from fp32 weights
+            q, k, _ = block.attn.split_heads(block.norm1(h.float(), inputs[1].float()))
+            logits = q @ k.transpose(-2, -1) / block.attn.head_dim ** 0.5
+        stats.append(dict(dtype=str(h.dtype).removeprefix("torch."), rms=h.float().pow(2).mean().sqrt().item(),
+                          absmax=h.float().abs().max().item(), logit_absmax=logits.abs().max().item()))
+    handles = [b.register_forward_pre_hook(hook) for b in model.blocks]
+    was_training = model.training; model.eval()
+    try:
+        with autocast(device, True):
+            xt = (1 - t[:, None, None, None]) * x0 + t[:, None, None, None] * x1
+            v = model(xt, t).float()
+        loss = (v - (x1 - x0)).pow(2).mean().item()
+    finally:
+        for h in handles: h.remove()
+        model.train(was_training)
+    return dict(probe_loss=loss, blocks=stats)
+
+
+def run_variant(name, a, device, record, out) -> None:
+    seed_everything(0)
+    loader = mnist_loader(batch_size=a.batch_size, subset=a.subset, seed=0)
+    model = seed_dit()
+    if name == "bf16_fp32_residual":   # the stream starts fp32; fp32 + bf16 branch -> fp32 at every residual add
+        model.patch_embed.register_forward_hook(lambda m, i, o: o.float())
+    g = torch.Generator().manual_seed(1)
+    x0 = loader.dataset.tensors[0][:a.probe_batch].to(device)
+    t, x1 = torch.rand(len(x0), generator=g).to(device), torch.randn(x0.shape, generator=g).to(device)
+    t0 = time.perf_counter()
+    trainer = Trainer(model, loader, lr=1e-4, weight_decay=0.01, device=device, compile=not a.smoke, amp=True)
+    res = record["variants"][name] = dict(compile_mode=trainer.compile_mode, epochs=[])
+    for epoch in range(a.epochs):
+        with contextlib.redirect_stdout(io.StringIO()): loss = trainer.train(1, progress=False)[0]
+        synchronize(device)
+        res["epochs"].append(dict(epoch=epoch + 1, loss=loss, wall_s=time.perf_counter() - t0, **probe(model, x0, t, x1, device)))
+        last = res["epochs"][-1]["blocks"][-1]
+        print(f"{name} epoch {epoch + 1}: loss {loss:.4f}, last block: residual rms {last['rms']:.1f} "
+              f"max {last['absmax']:.1f} ({last['dtype']}), logit max {last['logit_absmax']:.1f}", flush=True)
+        out.write_text(json.dumps(record, indent=1) + "\n")
+    res.update(wall_s=time.perf_counter() - t0, final_loss=res["epochs"][-1]["loss"],
+               collapsed=any(e["loss"] > 0.5 for e in res["epochs"][5:]))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--subset", type=int, default=None)
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
+    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--probe-batch", type=int, default=256, help="images in the fixed batch probed after each epoch")
+    p.add_argument("--smoke", action="store_true", help="one epoch of 128 images per variant on a CPU: tests this script")
+    a = p.parse_args()
+    variants = a.variants.split(",")
+    if unknown := set(variants) - set(VARIANTS): sys.exit(f"unknown variants {sorted(unknown)}: choose from {', '.join(VARIANTS)}")
+    if a.smoke: device, a.epochs, a.subset, a.batch_size, a.probe_batch = torch.device("cpu"), 1, 128, 64, 32
+    elif not torch.cuda.is_available(): sys.exit("gpu_bf16_probe.py needs a CUDA GPU; --smoke checks the script on a CPU")
+    else: device = torch.device("cuda")
+    record = dict(benchmark="gpu_bf16_probe", device=str(device), epochs=a.epochs, batch_size=a.batch_size, subset=a.subset,
+                  machine=machine(), load_average_start=load_average(), variants={})
+    out = Path(a.out) / "gpu_bf16_probe.json"; out.parent.mkdir(parents=True, exist_ok=True)
+    for name in variants:
+        try: run_variant(name, a, device, record, out)
+        except Exception as e:   # one failing variant must not cost the other its (GPU) time
+            record["variants"].setdefault(name, {})["error"] = f"{type(e).__name__}: {e}"[:2000]; print(f"{name}: FAILED {e!r}")
+        out.write_text(json.dumps(record, indent=1) + "\n")
+    record["load_average_end"] = load_average()
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__": main()
