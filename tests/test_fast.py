@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import ROOT, shared_data, subprocess_env
 from from_noise_to_images.dit import DiT
+from from_noise_to_images.models import SimpleUNet
 from from_noise_to_images.fast import DeviceBatches, CompileTimer, all_mean, autocast, is_distributed, shard
 from from_noise_to_images.sampling import sample
 from from_noise_to_images.train import Trainer
@@ -263,6 +264,21 @@ def test_cuda_graph_trains_like_the_plain_step(compile):
     print("plain", runs[False][0]); print("graph", runs[True][0])
     torch.testing.assert_close(torch.tensor(runs[True][0]), torch.tensor(runs[False][0]), rtol=1e-3, atol=1e-4)
     for k, v in runs[False][1].items(): torch.testing.assert_close(runs[True][1][k], v, rtol=1e-2, atol=1e-3)
+
+
+@cuda
+def test_cuda_graph_trains_the_unet_like_the_plain_step():
+    "Chapter 1's U-Net (convolutions, GroupNorm) recorded as one graph per step: the plain step's losses."
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(64, 1, 28, 28, generator=g) * 2 - 1
+    runs = {}
+    for graph in (False, True):
+        torch.manual_seed(0)
+        dl = DataLoader(TensorDataset(x), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(2))
+        t = Trainer(SimpleUNet(model_channels=16, time_emb_dim=32), dl, lr=1e-3, device="cuda", seed=0, cuda_graph=graph)
+        with redirect_stdout(io.StringIO()): t.train(2, progress=False)
+        runs[graph] = t.step_losses
+    torch.testing.assert_close(torch.tensor(runs[True]), torch.tensor(runs[False]), rtol=1e-3, atol=1e-4)
 
 
 @cuda
