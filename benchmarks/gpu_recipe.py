@@ -21,8 +21,8 @@ Goal (issue 7): the recipe <= 60 s on one H100, final loss within 0.01 of the na
 Writes gpu_recipe.json to --out (default benchmarks/results). Needs CUDA; `--smoke` runs phases 1-5 on a CPU with a
 few hundred images, to check the script itself before spending GPU time on it.
 
-On the H200 lent on 2026-11-27 (slow host CPU) a naive epoch took about 20 s, so 30 naive epochs need about 10
-minutes: give the run --naive-max-s to fit the time you have; results/gpu_recipe.json holds that run.
+On the H200s lent on 2026-11-27 a naive epoch took 18 to 20 s, so 30 naive epochs need about 10 minutes: give the
+run --naive-max-s to fit the time you have (gpu_session.sh gives it 60 s: 4 epochs, scaled to 30 by their median).
 
     python benchmarks/gpu_recipe.py [--epochs 30] [--naive-max-s 240] [--amp] [--out DIR] [--smoke]
 
