@@ -11,8 +11,6 @@ __all__ = ['COMPILE_MODES', 'CUDAGRAPH_MODES', 'DeviceBatches', 'enable_tf32', '
 # %% ../nbs/82_fast.ipynb #64bfa58b
 import copy
 import os
-import time
-import warnings
 from contextlib import nullcontext
 
 import torch

@@ -13,7 +13,7 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import ROOT, shared_data, subprocess_env
+from conftest import shared_data, subprocess_env
 from from_noise_to_images.dit import DiT
 from from_noise_to_images.models import SimpleUNet
 from from_noise_to_images.fast import DeviceBatches, CompileTimer, all_mean, autocast, is_distributed, shard
