@@ -261,7 +261,6 @@ def test_cuda_graph_trains_like_the_plain_step(compile):
         with redirect_stdout(io.StringIO()): t.train(2, progress=False)
         runs[graph] = (t.step_losses, t.ema.model.state_dict())
         if graph: assert t._graph.graph is not None and t.compile_mode == ("default" if compile else None)
-    print("plain", runs[False][0]); print("graph", runs[True][0])
     torch.testing.assert_close(torch.tensor(runs[True][0]), torch.tensor(runs[False][0]), rtol=1e-3, atol=1e-4)
     for k, v in runs[False][1].items(): torch.testing.assert_close(runs[True][1][k], v, rtol=1e-2, atol=1e-3)
 
@@ -293,5 +292,4 @@ def test_cuda_graph_records_again_after_a_resume(tmp_path):
     t.resume(tmp_path / "step_00000008.pt")
     assert t._graph.graph is None and t.step == 8
     with redirect_stdout(io.StringIO()): t.train(1, progress=False)   # the rest of epoch 2
-    print("ref", ref[8:]); print("again", t.step_losses[8:])
     torch.testing.assert_close(torch.tensor(t.step_losses[8:]), torch.tensor(ref[8:]), rtol=1e-4, atol=1e-6)
