@@ -100,13 +100,14 @@ def train_flops_per_image(model, device="cpu", batch=8) -> float:
     return train_flops_by_kind(model, device, batch)["total"]
 
 
-def quiet_trainer(model, n_images: int) -> "Trainer":
+def quiet_trainer(model, n_images: int, compile: bool = False) -> "Trainer":
     "A CPU `Trainer` of the benchmarks' settings (AdamW 1e-4, weight decay 0.01) on the first `n_images` of MNIST, batch 128, printing nothing."
     import contextlib, io
     from from_noise_to_images.core import mnist_loader
     from from_noise_to_images.train import Trainer
     with contextlib.redirect_stdout(io.StringIO()):
-        return Trainer(model, mnist_loader(batch_size=128, subset=n_images, seed=0), lr=1e-4, weight_decay=0.01, device="cpu")
+        return Trainer(model, mnist_loader(batch_size=128, subset=n_images, seed=0), lr=1e-4, weight_decay=0.01,
+                       device="cpu", compile=compile)
 
 
 def endless_batches(trainer):
@@ -114,13 +115,17 @@ def endless_batches(trainer):
     while True: yield from trainer._batches
 
 
-def ab_train_steps(models: dict, rounds: int, contexts: dict | None = None, steps: int = 2, setup: dict | None = None) -> dict:
+def ab_train_steps(models: dict, rounds: int, contexts: dict | None = None, steps: int = 2, setup: dict | None = None,
+                   compile: bool = False, build_contexts: dict | None = None) -> dict:
     """Milliseconds per training step of each model in `models` (name -> module; give each its own copy of the same
-    weights), alternating their order every round after one warm-up round; `contexts` maps a name to a context manager
-    factory to time that model under, `setup` a name to a function that changes its `Trainer` first (its optimizer,
-    say). Returns name -> one figure per round."""
+    weights), alternating their order every round after one warm-up round (which compiles, with `compile`);
+    `contexts` maps a name to a context manager factory to time that model under, `build_contexts` one to build its
+    `Trainer` under, `setup` a name to a function that changes its `Trainer` first (its optimizer, say). Returns
+    name -> one figure per round."""
     import contextlib
-    trainers = {k: quiet_trainer(m, 128 * 4) for k, m in models.items()}
+    trainers = {}
+    for k, m in models.items():
+        with (build_contexts or {}).get(k, contextlib.nullcontext)(): trainers[k] = quiet_trainer(m, 128 * 4, compile)
     for k, fn in (setup or {}).items(): fn(trainers[k])
     its = {k: endless_batches(t) for k, t in trainers.items()}
     ms = {k: [] for k in models}

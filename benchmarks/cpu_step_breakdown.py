@@ -5,9 +5,14 @@ against the best-of-10 rate of the model's main shape measured in the same run. 
 activation (tanh-approximate GELU, the model's, vs exact GELU), the largest cost that is not a matmul.
 Writes benchmarks/results/cpu_step_breakdown.json.
 
-    python benchmarks/cpu_step_breakdown.py [--steps 8] [--ab-rounds 6]
+With --compile the step is `Trainer(compile=True)`'s: Inductor's fused kernels are profiled one by one and grouped by
+the ops fused into them, and the A/B is of how they compute tanh: through exp (`fast.CPU_INDUCTOR_OPTIONS`, the
+package's choice) vs Inductor's default, SLEEF's vectorised tanh. Writes cpu_step_breakdown_compile.json.
+
+    python benchmarks/cpu_step_breakdown.py [--steps 8] [--ab-rounds 6] [--compile]
 """
 import argparse
+import contextlib
 import copy
 import time
 
@@ -22,7 +27,11 @@ ATTENTION = {"aten::bmm", "aten::_softmax", "aten::_softmax_backward_data"}   # 
 
 
 def category(ev) -> str:
-    "The group of one profiled op, by its name and the op that called it."
+    "The group of one profiled op, by its name and the op that called it; an Inductor kernel by the ops fused into it."
+    if "cpp_fused" in ev.name:
+        for key, group in (("gelu", "activation (GELU)"), ("softmax", "attention"), ("layer_norm", "LayerNorm")):
+            if key in ev.name: return group
+        return "other (elementwise, copies, sums, conv, ...)"
     parents, p = [], ev.cpu_parent
     while p is not None: parents.append(p.name); p = p.cpu_parent
     if any(n.startswith("Optimizer.step") for n in [ev.name] + parents): return "optimizer (AdamW)"
@@ -39,14 +48,17 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=8, help="profiled steps, each with the matmul peak beside it (default 8)")
     p.add_argument("--ab-rounds", type=int, default=6, help="alternations of the GELU A/B, 2 steps each (default 6)")
+    p.add_argument("--compile", action="store_true", help="the compiled step (Trainer(compile=True)), and the A/B of its tanh")
     a = p.parse_args()
     torch.manual_seed(0)
     load_start, peaks = load_average(), [matmul_peak()]
     base = seed_dit()
-    trainer = quiet_trainer(copy.deepcopy(base), 128 * 8)
+    if a.compile: torch._inductor.config.cpp.enable_kernel_profile = True   # each fused kernel its own profiler event
+    trainer = quiet_trainer(copy.deepcopy(base), 128 * 8, compile=a.compile)
     it = endless_batches(trainer)
     flops = {k: v * 128 for k, v in train_flops_by_kind(base).items()}   # per step: total, linear, attention
-    for _ in range(2): trainer.train_step(next(it))                     # warm-up
+    for _ in range(2): trainer.train_step(next(it))                     # warm-up (and compile)
+    torch._inductor.config.cpp.enable_kernel_profile = False             # the A/B's kernels without the profiler's hooks
     # This host's speed drifts from minute to minute, so every profiled step gets its own peak: the best of six
     # timings of the main shape, three just before the step and three just after. Ratios are per step, then medians.
     from torch.profiler import profile
@@ -68,14 +80,22 @@ def main():
     mm = lambda s: s["groups"].get("matmul", 0.0)
     bias = lambda s: s["groups"].get("matmul: bias copied into the output", 0.0)
 
-    # A/B: the MLP's activation. Fresh copies of the same weights, alternating order, medians.
-    models = {"gelu_tanh": copy.deepcopy(base), "gelu_exact": copy.deepcopy(base)}
-    for b in models["gelu_exact"].blocks: b.mlp[1] = nn.GELU()
-    ab_ms = ab_train_steps(models, a.ab_rounds)
+    # A/B, fresh copies of the same weights, alternating order, medians; the second against the first. Eager: the MLP's
+    # activation, exact GELU vs the model's tanh approximation. Compiled: the model's GELU, its tanh through exp (the
+    # package's choice) vs SLEEF's tanh.
+    if a.compile:
+        names, ratio_name = ("sleef_tanh", "tanh_through_exp"), "exp_vs_sleef_speedup_paired_median"
+        ab_ms = ab_train_steps({k: copy.deepcopy(base) for k in names}, a.ab_rounds, compile=True,
+                               build_contexts={"sleef_tanh": sleef_tanh})
+    else:
+        names, ratio_name = ("gelu_tanh", "gelu_exact"), "exact_vs_tanh_speedup_paired_median"
+        models = {k: copy.deepcopy(base) for k in names}
+        for b in models["gelu_exact"].blocks: b.mlp[1] = nn.GELU()
+        ab_ms = ab_train_steps(models, a.ab_rounds)
 
     record = dict(
         benchmark="cpu_step_breakdown", device="cpu", model="seed DiT (12,351,760 parameters)", batch_size=128,
-        what="Trainer.train_step, fast path, fp32, eager", steps=a.steps,
+        what=f"Trainer.train_step, fast path, fp32, {'compiled (compile=True)' if a.compile else 'eager'}", steps=a.steps,
         step_ms_median=per(lambda s: s["ms"]), gflop_per_step=flops["total"] / 1e9,
         gflop_per_step_linear=flops["linear"] / 1e9, gflop_per_step_attention=flops["attention"] / 1e9,
         matmul_peak_gflops_per_step=[s["peak_gflops"] for s in steps], matmul_peak_best_of_10=peaks,
@@ -87,16 +107,26 @@ def main():
         ceiling_fraction_of_peak=per(lambda s: rate(flops["total"], mm(s) + bias(s)) / s["peak_gflops"]),
         breakdown=breakdown,
         activation_ab=dict(ms_per_step=ab_ms, median_ms={k: median(v) for k, v in ab_ms.items()},
-                           exact_vs_tanh_speedup_paired_median=median([t / e for t, e in zip(ab_ms["gelu_tanh"], ab_ms["gelu_exact"])])),
+                           **{ratio_name: median([a / b for a, b in zip(ab_ms[names[0]], ab_ms[names[1]])])}),   # names[1] against names[0]
         load_average_start=load_start, load_average_end=load_average())
     print(f"step {record['step_ms_median']:.0f} ms ({record['step_gflops']:.0f} GFLOP/s, {record['step_fraction_of_peak']:.0%} of the "
           f"peak beside it); matmuls inside the step run at {record['matmul_gflops_in_step']:.0f} GFLOP/s "
           f"({record['matmul_fraction_of_peak_in_step']:.0%}); ceiling with free non-matmul work: {record['ceiling_fraction_of_peak']:.0%}")
     for k, v in breakdown.items(): print(f"  {k:45s} {v['ms_per_step']:7.1f} ms  {v['share']:5.1%}")
     ms = record["activation_ab"]["median_ms"]
-    print(f"GELU A/B: tanh {ms['gelu_tanh']:.0f} ms, exact {ms['gelu_exact']:.0f} ms per step "
-          f"(exact {record['activation_ab']['exact_vs_tanh_speedup_paired_median']:.2f}x, paired median)")
-    write_json("cpu_step_breakdown", record)
+    print(f"A/B: {names[0]} {ms[names[0]]:.0f} ms, {names[1]} {ms[names[1]]:.0f} ms per step "
+          f"({names[1]} {record['activation_ab'][ratio_name]:.2f}x, paired median)")
+    write_json("cpu_step_breakdown_compile" if a.compile else "cpu_step_breakdown", record)
+
+
+@contextlib.contextmanager
+def sleef_tanh():
+    "Build a compiled `Trainer` with Inductor's default tanh (SLEEF's) instead of the package's tanh through exp."
+    from from_noise_to_images import fast
+    saved = dict(fast.CPU_INDUCTOR_OPTIONS)
+    fast.CPU_INDUCTOR_OPTIONS["cpp.use_decompose_tanh"] = False
+    try: yield
+    finally: fast.CPU_INDUCTOR_OPTIONS.clear(); fast.CPU_INDUCTOR_OPTIONS.update(saved)
 
 
 if __name__ == "__main__": main()

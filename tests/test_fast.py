@@ -149,6 +149,22 @@ def test_compile_option_gives_the_same_losses():
     torch.testing.assert_close(torch.tensor(out[True]), torch.tensor(out[False]), rtol=1e-4, atol=1e-5)
 
 
+
+def test_compiled_gelu_takes_tanh_through_exp_on_a_cpu():
+    "compile_model has Inductor's C++ kernels compute tanh through exp (half the GELU's time), with eager's numbers."
+    from torch._inductor.utils import run_and_get_code
+    from from_noise_to_images.fast import compile_model
+    mlp = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.GELU(approximate="tanh"), torch.nn.Linear(64, 16))
+    x = torch.randn(8, 16, requires_grad=True)
+    for options, through_exp in (({}, True), ({"cpp.use_decompose_tanh": False}, False)):   # the package's; Inductor's
+        torch._dynamo.reset()
+        out, code = run_and_get_code(compile_model(mlp, options=options), x)
+        code = "\n".join(code)
+        assert (".tanh()" not in code and ".exp()" in code) == through_exp   # the vectorised loop's tanh
+        torch.testing.assert_close(out, mlp(x), rtol=0, atol=1e-6)
+        (g_compiled,), (g_eager,) = torch.autograd.grad(out.sum(), x), torch.autograd.grad(mlp(x).sum(), x)
+        torch.testing.assert_close(g_compiled, g_eager, rtol=0, atol=1e-5)
+
 def k_bias_mask(bias):
     "All of a qkv bias but its key third."
     m = torch.ones_like(bias, dtype=torch.bool); d = len(bias) // 3; m[d:2 * d] = False
