@@ -6,7 +6,6 @@ Writes benchmarks/results/sample_throughput.json.
     python benchmarks/sample_throughput.py [--steps 5] [--rounds 3] [--device cuda --compile --amp]
 """
 import argparse
-import contextlib
 import copy
 import time
 

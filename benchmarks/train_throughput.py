@@ -46,7 +46,7 @@ def main():
         trainer = Trainer(copy.deepcopy(model), mnist_loader(batch_size=a.batch_size, subset=n, seed=0), lr=1e-4, weight_decay=0.01,
                           device=device, compile=a.compile, amp=a.amp)
     t0 = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()) as out: trainer.train(1, progress=False)   # warm-up (and compile)
+    with contextlib.redirect_stdout(io.StringIO()): trainer.train(1, progress=False)          # warm-up (and compile)
     warm_fast_s = time.perf_counter() - t0
     naive_steps(naive_model, naive_opt, naive_loader, device, max_steps=1)                     # warm-up
     naive, fast = [], []

@@ -11,7 +11,6 @@ __all__ = ['EVALUATOR_PATH', 'MEMORISATION_KEYS', 'MNISTEvaluator', 'sha256_file
 
 # %% ../nbs/04_1_metrics.ipynb #f242b5b9
 import hashlib
-import math
 import time
 from functools import lru_cache
 from pathlib import Path

@@ -9,8 +9,6 @@ import types
 from contextlib import redirect_stdout
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tools" / "colab_cells.py"
 spec = importlib.util.spec_from_file_location("colab_cells", SCRIPT)

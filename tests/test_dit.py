@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from from_noise_to_images.dit import (DiT, DiTBlock, AdaLN, Attention, PatchEmbed, PosEmbed2D, TimestepEmbedding,
-                                      CPU_EXPLICIT_MAX_TOKENS, explicit_attention, fused_attention_pays, sincos_1d, sincos_2d)
+from from_noise_to_images.dit import (DiT, AdaLN, Attention, PatchEmbed, TimestepEmbedding, CPU_EXPLICIT_MAX_TOKENS,
+                                      explicit_attention, fused_attention_pays, sincos_1d, sincos_2d)
 from from_noise_to_images.models import timestep_embedding
 
 ROOT = Path(__file__).resolve().parent.parent

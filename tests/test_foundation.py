@@ -13,7 +13,7 @@ import torch
 from from_noise_to_images import get_device
 from from_noise_to_images.core import (DatasetNotFoundError, load_mnist, mnist_tensors, resolve_data_dir,
                                        seed_everything)
-from from_noise_to_images.flow import flow_matching_loss, interpolate
+from from_noise_to_images.flow import interpolate
 from from_noise_to_images.models import SimpleUNet
 from from_noise_to_images.sampling import sample
 from from_noise_to_images.train import Trainer, split_batch, atomic_torch_save
