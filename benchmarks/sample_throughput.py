@@ -63,7 +63,7 @@ def main():
                   note=None if steps == 50 else f"timed {steps} Euler steps and scaled to 50 (each step costs the same)",
                   load_average_start=load_start, load_average_end=load_average())
     print(f"fast {med['fast']:.2f} img/s vs plain {med['plain']:.2f} img/s: {record['speedup_median']:.2f}x")
-    write_json("sample_throughput" + ("_" + device.type if device.type != "cpu" else ""), record)
+    write_json("sample_throughput" + ("_" + device.type if device.type != "cpu" else "") + ("_compile" if a.compile else ""), record)
 
 
 if __name__ == "__main__": main()
