@@ -176,9 +176,11 @@ def synchronize(device) -> None:
 CPU_INDUCTOR_OPTIONS = {"cpp.use_decompose_tanh": True}
 
 def inductor_options(mode: str = "default", **options) -> dict:
-    "Inductor's options for `torch.compile`'s `mode`, with `CPU_INDUCTOR_OPTIONS`, then `options`, on top."
-    from torch._inductor import list_mode_options
-    return {**list_mode_options(mode), **CPU_INDUCTOR_OPTIONS, **options}
+    """Inductor's options for `torch.compile`'s `mode`, with `CPU_INDUCTOR_OPTIONS` (those this PyTorch knows: the tanh
+    option came with 2.8), then `options`, on top."""
+    from torch._inductor import list_mode_options, list_options
+    ours = {k: v for k, v in CPU_INDUCTOR_OPTIONS.items() if k in list_options()}
+    return {**list_mode_options(mode), **ours, **options}
 
 
 # %% ../nbs/82_fast.ipynb #5f7806a0
