@@ -285,14 +285,21 @@ def generate(model, num_samples: int, solver: str = "euler", steps: int = 50, se
 def evaluate_checkpoint(checkpoint, num_samples: int = 10_000, solver: str = "euler", steps: int = 50,
                         seed: int = 0, num_seeds: int = 1, device=None, batch_size: int = 500,
                         rtol: float = 1e-5, atol: float = 1e-5, guidance_scale: float | None = None,
-                        floor: bool = True, memorise: bool = True, kid_subsets: int = 100, sample_fn=None) -> dict:
-    "Sample from a checkpoint (path, dict or model) with seeds `seed ... seed + num_seeds - 1`; all metrics, mean ± std, and the floor."
+                        floor: bool = True, memorise: bool = True, kid_subsets: int = 100, sample_fn=None,
+                        compile: bool = False) -> dict:
+    """Sample from a checkpoint (path, dict or model) with seeds `seed ... seed + num_seeds - 1`; all metrics, mean ± std,
+    and the floor. `compile`: sample through `fast.compile_model(model)` (chapter 82), which pays off over thousands of
+    samples; the first batch pays for compiling."""
     from from_noise_to_images.solvers import check_solver
     check_solver(solver)
     if num_samples < 10 or num_seeds < 1: raise ValueError("need num_samples >= 10 and num_seeds >= 1")
     device = torch.device(device) if device is not None else get_device()
     t0 = time.time()
     model = load_model(checkpoint, device)
+    model_class = type(model).__name__
+    if compile:
+        from from_noise_to_images.fast import compile_model
+        model = compile_model(model)
     runs, nfe, sample_s = [], None, 0.0
     for s in range(seed, seed + num_seeds):
         t1 = time.time()
@@ -305,7 +312,7 @@ def evaluate_checkpoint(checkpoint, num_samples: int = 10_000, solver: str = "eu
     mean, std = _mean_std(runs)
     info = evaluator_info()
     res = dict(checkpoint=checkpoint if isinstance(checkpoint, (str, Path)) else type(checkpoint).__name__,
-               model_class=type(model).__name__, num_params=sum(p.numel() for p in model.parameters()),
+               model_class=model_class, num_params=sum(p.numel() for p in model.parameters()), compiled=compile,
                conditional=runs[0].get("class_accuracy") is not None, guidance_scale=guidance_scale,
                solver=solver, steps=steps, nfe=nfe, num_samples=num_samples, seeds=list(range(seed, seed + num_seeds)),
                metrics=mean, std=std, memorisation=mem or None, runs=runs,
@@ -346,6 +353,8 @@ def add_evaluate_arguments(p):
     p.add_argument("--no-floor", action="store_true", help="skip the real-vs-real floor")
     p.add_argument("--no-memorisation", action="store_true", help="skip the nearest-training-image check")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    p.add_argument("--compile", action="store_true",
+                   help="sample through torch.compile (fast.compile_model): faster over thousands of samples, after a compile of about 10 s on a CPU")
     return p
 
 def evaluate_from_args(a) -> dict:
@@ -353,4 +362,4 @@ def evaluate_from_args(a) -> dict:
     return evaluate_checkpoint(a.checkpoint, num_samples=a.num_samples, solver=a.solver, steps=a.steps, seed=a.seed,
                                num_seeds=a.num_seeds, device=a.device, batch_size=a.batch_size, rtol=a.rtol,
                                atol=a.atol, guidance_scale=a.guidance_scale, floor=not a.no_floor,
-                               memorise=not a.no_memorisation)
+                               memorise=not a.no_memorisation, compile=a.compile)

@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -147,6 +148,21 @@ def test_evaluate_prints_metrics_json_and_sample_takes_a_solver(tmp_path, env):
             "--out", tmp_path / "heun.png", "--device", "cpu", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert "heun with 6 model evaluations" in r.stdout
+    # --compile (fast.compile_model): the same images, and the same metrics. Both sample batches of 64, so the second
+    # command finds the first one's compiled kernels in Inductor's cache
+    for flags in ([], ["--compile"]):
+        r = cli(env, "sample", out / "model.pt", "--num-samples", "64", "--steps", "2", *flags,
+                "--out", tmp_path / f"grid{len(flags)}.png", "--device", "cpu", "--no-progress")
+        assert r.returncode == 0, r.stderr
+    assert "(compiling included)" in r.stdout
+    plain, compiled = (np.asarray(Image.open(tmp_path / f"grid{i}.png"), dtype=int) for i in (0, 1))
+    assert np.abs(plain - compiled).max() <= 1   # 8-bit pixels: one rounding step apart at most
+    r = cli(env, "evaluate", out / "model.pt", "--num-samples", "64", "--steps", "2", "--no-floor", "--no-memorisation",
+            "--device", "cpu", "--compile")
+    assert r.returncode == 0, r.stderr
+    again = json.loads(r.stdout)
+    assert again["compiled"] is True and metrics["compiled"] is False and again["model_class"] == "SimpleUNet"
+    for k, v in metrics["metrics"].items(): assert again["metrics"][k] == pytest.approx(v, rel=1e-3, abs=1e-6), k
     r = cli(env, "sample", out / "model.pt", "--label", "7", "--out", tmp_path / "x.png", "--device", "cpu")
     assert r.returncode == 1 and "--label needs a class-conditional model" in r.stderr
 
