@@ -203,7 +203,8 @@ def compile_model(model, mode: str = "default", regional: bool | None = None, **
     return compiled
 
 def _compile_kwargs(mode: str, kwargs: dict) -> dict:
-    "`torch.compile`'s arguments. It takes a mode or Inductor's options, not both: for Inductor, the mode's options (`inductor_options`)."
+    """`torch.compile`'s arguments. It takes a mode or Inductor's options, not both, so for Inductor the mode goes in as
+    its options (`inductor_options`)."""
     if kwargs.get("backend", "inductor") != "inductor": return dict(mode=mode, **kwargs)
     return dict(kwargs, options=inductor_options(mode, **(kwargs.get("options") or {})))
 
