@@ -17,9 +17,9 @@ from tqdm.auto import tqdm
 from . import __version__
 from .core import get_device, seed_everything
 from .flow import flow_matching_loss
-from .fast import (CompileTimer, DeviceBatches, GraphedStep, all_mean, autocast, broadcast_rng, compile_mode, compile_model, cuda_graph_choice,
-                   enable_tf32,
-                   init_distributed, is_distributed, is_main_process, make_adamw, shard, synchronize)
+from .fast import (CompileTimer, DeviceBatches, GraphedStep, all_mean, autocast, broadcast_rng,
+                   compile_mode, compile_model, cuda_graph_choice, enable_tf32, init_distributed, is_distributed,
+                   is_main_process, make_adamw, shard, synchronize)
 from .checkpoint import (
     CHECKPOINT_FORMAT, CHECKPOINT_VERSION, EMA, CheckpointError, atomic_torch_save, build_model, check_state_dict,
     checkpoint_path, get_rng_state, list_checkpoints, loader_generators, prune_checkpoints, resolve_checkpoint, set_rng_state)
