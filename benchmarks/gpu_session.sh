@@ -3,7 +3,8 @@
 #   1. the CUDA-only tests (the step recorded as a CUDA graph trains like the plain step, and records again after a resume),
 #   2. benchmarks/gpu_recipe.py: the seed's 30-epoch recipe end to end (the step graph, compile with CUDA graphs,
 #      the naive loop for about a minute, host syncs, sampling); the graph phases only if step 1 passed,
-#   3. benchmarks/gpu_step.py: milliseconds per step of each way of running it, for what time is left,
+#   3. benchmarks/gpu_step.py: where the compiled step's GPU time goes, then milliseconds per step of each way of
+#      running it, for what time is left,
 #   4. benchmarks/gpu_bf16_probe.py: 30 epochs in bf16 with the residual stream in fp32, then as today (about 2 minutes).
 # Usage: benchmarks/gpu_session.sh OUT [MNIST_GZ_DIR]; MNIST's four .gz files are copied from MNIST_GZ_DIR if given.
 set -u
@@ -22,7 +23,7 @@ cd benchmarks
 timeout 330 python gpu_recipe.py --naive-max-s 60 --extra-if-s 250 $skip --out "$out" > "$out/gpu_recipe_log.txt" 2>&1
 grep -E '^(fast|naive epoch|sync|sampling)' "$out/gpu_recipe_log.txt"
 timeout 90 python gpu_step.py --steps 200 --max-s 55 $skip --out "$out" > "$out/gpu_step_log.txt" 2>&1
-grep -E 'ms/step|FAILED' "$out/gpu_step_log.txt"
+grep -E 'ms/step|FAILED|compiled fp32 step' "$out/gpu_step_log.txt"
 timeout 150 python gpu_bf16_probe.py --out "$out" > "$out/gpu_bf16_probe_log.txt" 2>&1
 grep -E 'epoch (10|20|25|30):|FAILED' "$out/gpu_bf16_probe_log.txt"
 exit 0

@@ -3,7 +3,9 @@ fp32 and bf16; the whole step (noise, loss, backward, AdamW) recorded as one CUD
 eager or with the blocks compiled; torch.compile in its default mode and with CUDA graphs ("reduce-overhead"; the
 model compiled whole, and its blocks compiled one by one, which pytorch#152887 may break); the compiled model with a
 compiled AdamW. First the bare model (forward and backward, no optimizer), which calibrates the budget's host cost
-per op, and a profile of one eager step (kernel launches, host vs GPU time). Each configuration also projects the
+per op, a profile of one eager step (kernel launches, host vs GPU time), and where the GPU time of a step with the
+blocks compiled goes (matmuls, attention, Inductor's fused kernels, AdamW: `kernel_breakdown`). Each configuration
+also projects the
 seed's 30-epoch recipe (warm-up + 14,070 steps) from its figures.
 This is how the Trainer's defaults were chosen: a small model on a fast GPU is bound by kernel launches.
 A configuration that fails records its error and the run goes on; the JSON is rewritten after each, and configurations
@@ -82,6 +84,46 @@ def profile_step(trainer, steps=10) -> dict:
                 gpu_ms_per_step=sum(getattr(e, "self_device_time_total", 0) for e in ev) / steps / 1e3)
 
 
+KERNEL_KINDS = (  # (kind, substrings of a kernel's lowercased name), first match wins
+    ("matmul", ("gemm", "xmma", "cutlass", "cublas", "sm90_", "sm80_", "ampere_", "aten::mm", "aten::addmm", "aten::bmm")),
+    ("attention", ("flash", "fmha", "attention", "softmax")),
+    ("optimizer (AdamW)", ("adam",)),
+    ("fused reductions (LayerNorm, sums)", ("triton_red", "triton_per", "layer_norm")),
+    ("fused elementwise", ("triton_poi", "cpp_fused")),
+)
+
+
+def kernel_kind(name: str) -> str:
+    name = name.lower()
+    return next((kind for kind, keys in KERNEL_KINDS if any(k in name for k in keys)), "other")
+
+
+def kernel_breakdown(trainer, steps=10) -> dict:
+    """GPU time per step by kind of kernel, and the ten longest kernels: where a step's GPU work goes, once launches
+    are out of the way (the step graph replays the same kernels). On a CPU (--smoke) the ops' own CPU time instead."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+    cuda = trainer.device.type == "cuda"
+    batches = iter(trainer._batches)
+    for _ in range(3): trainer.train_step(next(batches))   # compiles
+    synchronize(trainer.device)
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        for _ in range(steps): trainer.train_step(next(batches))
+        synchronize(trainer.device)
+    if cuda: kernels = [(e.key, e.self_device_time_total, e.count) for e in prof.key_averages() if e.device_type == DeviceType.CUDA]
+    else: kernels = [(e.key, e.self_cpu_time_total, e.count) for e in prof.key_averages() if e.key.startswith(("aten::", "graph_"))]
+    kinds = {}
+    for name, us, n in kernels:
+        k = kinds.setdefault(kernel_kind(name), dict(ms_per_step=0.0, kernels_per_step=0.0))
+        k["ms_per_step"] += us / steps / 1e3; k["kernels_per_step"] += n / steps
+    top = sorted(kernels, key=lambda k: -k[1])[:10]
+    return dict(what=f"Trainer(compile={trainer.compile_mode!r}, cuda_graph=False), {'GPU' if cuda else 'CPU'} time per step",
+                ms_per_step=sum(k["ms_per_step"] for k in kinds.values()), by_kind=kinds,
+                kernels_per_step=sum(k["kernels_per_step"] for k in kinds.values()),
+                longest=[dict(name=n[:160], ms_per_step=us / steps / 1e3, per_step=c / steps) for n, us, c in top],
+                tf32=bool(cuda and torch.backends.cuda.matmul.allow_tf32))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=300)
@@ -125,6 +167,17 @@ def main():
                                              host_s_per_op_measured=record["bare_forward_backward_fp32_ms"] / 1e3 / ops)
     record["eager_fp32_profile"] = profile_step(Trainer(seed_dit(), loader, lr=1e-4, weight_decay=0.01, device=device),
                                                 steps=2 if a.smoke else 10)
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    try:
+        seed_everything(0)
+        record["compiled_fp32_kernels"] = kernel_breakdown(
+            Trainer(seed_dit(), loader, lr=1e-4, weight_decay=0.01, device=device, compile=True, cuda_graph=False),
+            steps=2 if a.smoke else 10)
+        kb = record["compiled_fp32_kernels"]
+        print(f"compiled fp32 step: {kb['ms_per_step']:.2f} ms of kernels, {kb['kernels_per_step']:.0f} kernels: " +
+              ", ".join(f"{k} {v['ms_per_step']:.2f}" for k, v in kb["by_kind"].items()), flush=True)
+    except Exception as e:
+        record["compiled_fp32_kernels"] = dict(error=f"{type(e).__name__}: {e}"[:2000]); print(f"kernel breakdown: FAILED {e!r}")
     out.write_text(json.dumps(record, indent=1) + "\n")
     for name, compile, amp, opt, regional, graph in configs:
         if time.perf_counter() - t_start > a.max_s:
