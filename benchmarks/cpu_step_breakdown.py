@@ -1,8 +1,9 @@
 """Where one CPU training step of the seed DiT (batch 128, the Trainer's fast path, fp32) spends its time, and what
 that means for the fraction of the matmul peak a step can reach. torch.profiler's self times are grouped into
 matmuls, attention, activation, normalisation, optimizer and the rest; the matmuls' own rate inside the step is set
-against the best-of-10 rate of the model's main shape measured in the same run. Also an alternating A/B of the MLP's
-activation (tanh-approximate GELU, the model's, vs exact GELU), the largest cost that is not a matmul.
+against the best-of-10 rate of the model's main shape measured in the same run, and one more step, profiled with
+shapes, gives each matmul shape's own rate. Also an alternating A/B of the MLP's activation (tanh-approximate GELU,
+the model's, vs exact GELU), the largest cost that is not a matmul.
 Writes benchmarks/results/cpu_step_breakdown.json.
 
 With --compile the step is `Trainer(compile=True)`'s: Inductor's fused kernels are profiled one by one and grouped by
@@ -71,6 +72,9 @@ def main():
         for ev in prof.events():
             c = category(ev); groups[c] = groups.get(c, 0.0) + ev.self_cpu_time_total / 1e3
         steps.append(dict(ms=wall * 1e3, peak_gflops=max(before, matmul_peak(repeats=3)["gflops"]), groups=groups))
+    before = matmul_peak(repeats=3)["gflops"]
+    with profile(record_shapes=True) as prof: trainer.train_step(next(it))
+    by_shape = matmuls_by_shape(prof, max(before, matmul_peak(repeats=3)["gflops"]))
     peaks.append(matmul_peak())
     rate = lambda f, ms: f / (ms / 1e3) / 1e9
     per = lambda fn: median([fn(s) for s in steps])
@@ -105,7 +109,7 @@ def main():
         matmul_fraction_of_peak_in_step=per(lambda s: rate(flops["linear"], mm(s)) / s["peak_gflops"]),
         # the most a step could reach if everything but the matmuls took no time at all
         ceiling_fraction_of_peak=per(lambda s: rate(flops["total"], mm(s) + bias(s)) / s["peak_gflops"]),
-        breakdown=breakdown,
+        breakdown=breakdown, matmuls_by_shape=by_shape,
         activation_ab=dict(ms_per_step=ab_ms, median_ms={k: median(v) for k, v in ab_ms.items()},
                            **{ratio_name: median([a / b for a, b in zip(ab_ms[names[0]], ab_ms[names[1]])])}),   # names[1] against names[0]
         load_average_start=load_start, load_average_end=load_average())
@@ -113,10 +117,25 @@ def main():
           f"peak beside it); matmuls inside the step run at {record['matmul_gflops_in_step']:.0f} GFLOP/s "
           f"({record['matmul_fraction_of_peak_in_step']:.0%}); ceiling with free non-matmul work: {record['ceiling_fraction_of_peak']:.0%}")
     for k, v in breakdown.items(): print(f"  {k:45s} {v['ms_per_step']:7.1f} ms  {v['share']:5.1%}")
+    for r in by_shape[:12]: print(f"  {r['op']:11s} {r['shape']:32s} x{r['calls']:<3d} {r['ms']:6.1f} ms  {r['fraction_of_peak']:4.0%} of the peak")
     ms = record["activation_ab"]["median_ms"]
     print(f"A/B: {names[0]} {ms[names[0]]:.0f} ms, {names[1]} {ms[names[1]]:.0f} ms per step "
           f"({names[1]} {record['activation_ab'][ratio_name]:.2f}x, paired median)")
     write_json("cpu_step_breakdown_compile" if a.compile else "cpu_step_breakdown", record)
+
+
+def matmuls_by_shape(prof, peak_gflops: float) -> list[dict]:
+    "Each matmul shape of one profiled step (recorded with shapes): calls, milliseconds, its rate against the peak."
+    rows = []
+    for e in prof.key_averages(group_by_input_shape=True):
+        if e.key not in ("aten::mm", "aten::addmm", "aten::bmm"): continue
+        sh = e.input_shapes[1:3] if e.key == "aten::addmm" else e.input_shapes[:2]
+        (*b, m, k), n = sh[0], sh[1][-1]
+        flop = 2 * (b[0] if b else 1) * m * k * n * e.count
+        ms = e.self_cpu_time_total / 1e3
+        rows.append(dict(op=e.key[6:], shape=f"{'%dx' % b[0] if b else ''}{m}x{k} @ {k}x{n}", calls=e.count, ms=ms,
+                         gflops=flop / ms / 1e6, fraction_of_peak=flop / ms / 1e6 / peak_gflops))
+    return sorted(rows, key=lambda r: -r["ms"])
 
 
 @contextlib.contextmanager
