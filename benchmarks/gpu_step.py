@@ -1,12 +1,12 @@
 """Milliseconds per training step of the seed DiT (batch 128) on one GPU, for each way of running the step: eager
 fp32 and bf16; the whole step (noise, loss, backward, AdamW) recorded as one CUDA graph (`Trainer(cuda_graph=True)`),
-eager or with the blocks compiled; torch.compile in its default mode and with CUDA graphs ("reduce-overhead"; the
-model compiled whole, and its blocks compiled one by one, which pytorch#152887 may break); the compiled model with a
-compiled AdamW. First the bare model (forward and backward, no optimizer), which calibrates the budget's host cost
-per op, a profile of one eager step (kernel launches, host vs GPU time), and where the GPU time of a step with the
-blocks compiled goes (matmuls, attention, Inductor's fused kernels, AdamW: `kernel_breakdown`). Each configuration
-also projects the
-seed's 30-epoch recipe (warm-up + 14,070 steps) from its figures.
+eager, with the blocks compiled, with the model compiled whole, and with max-autotune's matmuls; torch.compile in its
+default mode and with CUDA graphs ("reduce-overhead"; the model compiled whole, and its blocks compiled one by one,
+which pytorch#152887 may break); the compiled model with a compiled AdamW. First the bare model (forward and
+backward, no optimizer), which calibrates the budget's host cost per op, a profile of one eager step (kernel
+launches, host vs GPU time), and where the GPU time of a step with the blocks compiled goes (matmuls, attention,
+Inductor's fused kernels, AdamW: `kernel_breakdown`). Each configuration also projects the seed's 30-epoch recipe
+(warm-up + 14,070 steps) from its figures.
 This is how the Trainer's defaults were chosen: a small model on a fast GPU is bound by kernel launches.
 A configuration that fails records its error and the run goes on; the JSON is rewritten after each, and configurations
 that would start after --max-s are skipped (recorded as such).
@@ -35,6 +35,10 @@ CONFIGS = [  # (name, compile, amp, optimizer: the Trainer's (fused AdamW on CUD
     ("eager_fp32", False, False, "trainer", None, False),
     ("step_graph_eager_fp32", False, False, "trainer", None, True),
     ("step_graph_compiled_blocks_fp32", True, False, "trainer", None, True),
+    # inside the step graph, fusion across the blocks (the model compiled whole), and Triton's own matmuls with the
+    # bias and GELU fused into them (max-autotune without CUDA graphs, which tries them against cuBLAS)
+    ("step_graph_compiled_whole_fp32", True, False, "trainer", False, True),
+    ("step_graph_max_autotune_blocks_fp32", "max-autotune-no-cudagraphs", False, "trainer", None, True),
     ("compile_cudagraphs_fp32", "reduce-overhead", False, "trainer", None, False),
     ("step_graph_compiled_blocks_bf16", True, True, "trainer", None, True),
     ("eager_bf16", False, True, "trainer", None, False),
