@@ -6,7 +6,7 @@ which pytorch#152887 may break); the compiled model with a compiled AdamW. First
 backward, no optimizer), which calibrates the budget's host cost per op, a profile of one eager step (kernel
 launches, host vs GPU time), and where the GPU time of a step with the blocks compiled goes (matmuls, attention,
 Inductor's fused kernels, AdamW: `kernel_breakdown`). Each configuration also projects the seed's 30-epoch recipe
-(warm-up + 14,070 steps) from its figures.
+(warm-up + 14,040 steps: 468 a epoch, the last incomplete batch dropped) from its figures.
 This is how the Trainer's defaults were chosen: a small model on a fast GPU is bound by kernel launches.
 A configuration that fails records its error and the run goes on; the JSON is rewritten after each, and configurations
 that would start after --max-s are skipped (recorded as such).
@@ -28,7 +28,7 @@ from from_noise_to_images.core import mnist_loader, seed_everything
 from from_noise_to_images.fast import compile_model, synchronize
 from from_noise_to_images.train import Trainer
 
-RECIPE_STEPS = 30 * 469   # the seed's recipe: 30 epochs of 60,000 images at batch 128
+RECIPE_STEPS = 30 * (60_000 // 128)   # the seed's recipe: 30 epochs at batch 128, as mnist_loader batches them (drop_last)
 CONFIGS = [  # (name, compile, amp, optimizer: the Trainer's (fused AdamW on CUDA) or compiled,
              #  blocks compiled one by one: None is compile_model's choice, whole with CUDA graphs,
              #  the whole step as one CUDA graph: Trainer(cuda_graph=True))

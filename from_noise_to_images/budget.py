@@ -7,13 +7,13 @@ __all__ = ['GPUS', 'HOST_S_PER_OP', 'flops_per_training_image', 'ops_per_trainin
            'gpu_step_seconds', 'training_budget']
 
 # %% ../nbs/84_budget.ipynb #e29fcc34
-import math
 import time
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
+from .fast import make_adamw
 from .flow import flow_matching_loss
 
 # %% ../nbs/84_budget.ipynb #c3a9f4b1
@@ -62,10 +62,10 @@ def ops_per_training_step(model, image_shape=(1, 28, 28), **model_kwargs) -> int
 
 # %% ../nbs/84_budget.ipynb #ae218065
 def measure_training_throughput(model, batch_size: int = 32, steps: int = 3, image_shape=(1, 28, 28), device=None) -> float:
-    "Images per second of real AdamW training steps on `device` (the model's own by default)."
+    "Images per second of real training steps on `device` (the model's own by default), with the Trainer's AdamW."
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = make_adamw(model.parameters(), lr=1e-4, weight_decay=0.01, device=device)   # fused on CPUs and CUDA
     x = torch.randn(batch_size, *image_shape, device=device)
     def step():
         opt.zero_grad(set_to_none=True); flow_matching_loss(model, x).backward(); opt.step()
@@ -99,7 +99,7 @@ def _preset_steps(name, p: dict, models: dict) -> tuple[int, int]:
             raise ValueError(f"preset {name!r}: {key} must be a positive int, got {v!r}")
         return v
     epochs, per_epoch, batch = count("epochs", None), count("subset", 60_000), count("batch_size", 128)
-    return epochs * per_epoch, epochs * math.ceil(per_epoch / batch)   # the last batch of an epoch may be short
+    return epochs * per_epoch, epochs * max(1, per_epoch // batch)   # the loaders drop an epoch's incomplete last batch
 
 def training_budget(model, presets: dict, image_shape=(1, 28, 28), measure: bool = True, gpus: dict = GPUS,
                     batch_size: int = 32, verbose: bool = True) -> list[dict]:
