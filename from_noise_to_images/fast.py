@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['COMPILE_MODES', 'CPU_INDUCTOR_OPTIONS', 'CUDAGRAPH_MODES', 'DeviceBatches', 'enable_tf32', 'autocast', 'make_adamw',
-           'compile_mode', 'cuda_graph_choice', 'CompileTimer', 'synchronize', 'inductor_options', 'compile_model',
-           'GraphedStep', 'dist_env', 'is_distributed', 'rank', 'world_size', 'is_main_process', 'init_distributed',
-           'teardown_distributed', 'broadcast_rng', 'all_mean', 'shard']
+           'compile_mode', 'cuda_graph_choice', 'CompileTimer', 'synchronize', 'inductor_options', 'compiles_by_block',
+           'compile_model', 'GraphedStep', 'dist_env', 'is_distributed', 'rank', 'world_size', 'is_main_process',
+           'init_distributed', 'teardown_distributed', 'broadcast_rng', 'all_mean', 'shard']
 
 # %% ../nbs/82_fast.ipynb #64bfa58b
 import copy
@@ -186,20 +186,23 @@ def inductor_options(mode: str = "default", **options) -> dict:
 # %% ../nbs/82_fast.ipynb #5f7806a0
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")   # the torch.compile modes that record CUDA graphs
 
+def compiles_by_block(model, mode: str = "default", regional: bool | None = None) -> bool:
+    "Whether `compile_model(model, mode, regional)` compiles `model`'s blocks one by one, rather than the model whole."
+    if regional is None: regional = mode not in CUDAGRAPH_MODES   # chained replays of one graph: pytorch#152887
+    blocks = getattr(model, "blocks", None)
+    return bool(regional) and isinstance(blocks, nn.ModuleList) and len(blocks) > 0
+
 def compile_model(model, mode: str = "default", regional: bool | None = None, **kwargs):
     """`torch.compile` for `model` in `mode` (`kwargs` go to `torch.compile`; Inductor also gets `CPU_INDUCTOR_OPTIONS`);
     the first call compiles, later calls are fast. With `regional` (None: whenever `mode` records no CUDA graphs), a
     model with `blocks` (an `nn.ModuleList`, like the DiT's) gets its blocks compiled one by one, so their shared code
     is traced and compiled once; otherwise the model is compiled whole. `model` itself is left as it was: the result
     shares its parameters."""
-    if regional is None: regional = mode not in CUDAGRAPH_MODES   # chained replays of one graph: pytorch#152887
     how = _compile_kwargs(mode, kwargs)
-    blocks = getattr(model, "blocks", None)
-    if not regional or not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
-        return torch.compile(model, **how)
+    if not compiles_by_block(model, mode, regional): return torch.compile(model, **how)
     compiled = copy.copy(model)                    # shallow: the same parameters, buffers and submodules ...
     compiled._modules = dict(model._modules)       # ... but its own table of submodules,
-    compiled.blocks = nn.ModuleList(torch.compile(b, **how) for b in blocks)   # where the blocks are compiled
+    compiled.blocks = nn.ModuleList(torch.compile(b, **how) for b in model.blocks)   # where the blocks are compiled
     return compiled
 
 def _compile_kwargs(mode: str, kwargs: dict) -> dict:

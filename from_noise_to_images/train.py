@@ -18,8 +18,8 @@ from . import __version__
 from .core import get_device, seed_everything
 from .flow import flow_matching_loss
 from .fast import (CompileTimer, DeviceBatches, GraphedStep, all_mean, autocast, broadcast_rng,
-                   compile_mode, compile_model, cuda_graph_choice, enable_tf32, init_distributed, is_distributed,
-                   is_main_process, make_adamw, shard, synchronize)
+                   compile_mode, compile_model, compiles_by_block, cuda_graph_choice, enable_tf32, init_distributed,
+                   is_distributed, is_main_process, make_adamw, shard, synchronize)
 from .checkpoint import (
     CHECKPOINT_FORMAT, CHECKPOINT_VERSION, EMA, CheckpointError, atomic_torch_save, build_model, check_state_dict,
     checkpoint_path, get_rng_state, list_checkpoints, loader_generators, prune_checkpoints, resolve_checkpoint, set_rng_state)
@@ -114,13 +114,17 @@ class Trainer:
                                     capturable=cuda_graph)
         self.amp = bool(amp)
         if fast: enable_tf32(self.device)
-        self._model = self.model   # what the step calls: the model, wrapped for several processes and/or compiled
-        if is_distributed():
-            broadcast_rng(self.device, loader_generators(dataloader))   # every rank starts from rank 0's random state
-            self._model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
         self.compile_mode = compile_mode(compile, self.device, is_distributed(), cuda_graph=cuda_graph)
         self._compile = CompileTimer() if self.compile_mode else None
-        if self.compile_mode: self._model = compile_model(self._model, self.compile_mode)
+        # What the step calls: the model, compiled and/or wrapped for several processes. Blocks are compiled before DDP
+        # wraps the model, so their code is compiled once, as in one process; a model compiled whole is compiled
+        # around DDP instead, where TorchDynamo splits its graph at DDP's gradient buckets.
+        by_block = self.compile_mode is not None and compiles_by_block(self.model, self.compile_mode)
+        self._model = compile_model(self.model, self.compile_mode) if by_block else self.model
+        if is_distributed():
+            broadcast_rng(self.device, loader_generators(dataloader))   # every rank starts from rank 0's random state
+            self._model = torch.nn.parallel.DistributedDataParallel(self._model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        if self.compile_mode and not by_block: self._model = compile_model(self._model, self.compile_mode)
         self._graph = GraphedStep(self._update) if cuda_graph else None   # the step, recorded once and replayed
         self.ema = EMA(self.model, ema_decay) if ema_decay is not None else None
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None

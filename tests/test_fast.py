@@ -176,7 +176,7 @@ def _free_port():
     with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
 
-def _ddp_worker(rank, world, port, folder):
+def _ddp_worker(rank, world, port, folder, compile=False):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     import from_noise_to_images.train as train_mod
@@ -189,11 +189,13 @@ def _ddp_worker(rank, world, port, folder):
     buf = io.StringIO()
     with redirect_stdout(buf):
         t = Trainer(model, loader(x, y, batch=BATCH, seed=2 + rank), lr=1e-3, device="cpu", seed=0 if rank == 0 else None,
-                    checkpoint_dir=Path(folder) / "ckpt", checkpoint_every=4)
+                    checkpoint_dir=Path(folder) / "ckpt", checkpoint_every=4, compile=compile)
         t.train(1, progress=False)
         t.save_checkpoint(Path(folder) / "final.pt")
+    inner = getattr(t._model, "module", None)   # what DDP wraps
     torch.save(dict(params=t.model.state_dict(), losses=t.step_losses, writes=writes, out=buf.getvalue(),
-                    ddp=is_distributed()), Path(folder) / f"result{rank}.pt")
+                    ddp=is_distributed(), wrapper=type(t._model).__name__,
+                    blocks=[type(b).__name__ for b in getattr(inner, "blocks", [])]), Path(folder) / f"result{rank}.pt")
     from from_noise_to_images.fast import teardown_distributed
     teardown_distributed()
 
@@ -217,6 +219,24 @@ def test_ddp_two_cpu_processes_match_one_process_and_only_rank0_writes(tmp_path)
     assert [Path(p).name for p in r0["writes"]] == ["step_00000004.pt", "step_00000006.pt", "final.pt"]
     assert "Epoch 1: avg_loss" in r0["out"]
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["step_00000004.pt", "step_00000006.pt"]
+
+
+def test_ddp_compiles_the_blocks_inside_the_wrapper(tmp_path):
+    "With compile=True under DDP the blocks are compiled before DDP wraps the model (their code once), and two ranks train like one process."
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), True), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"result{r}.pt", weights_only=True) for r in (0, 1))
+    for r in (r0, r1): assert r["wrapper"] == "DistributedDataParallel" and r["blocks"] == ["OptimizedModule"] * 2
+    assert "s to compile" in r0["out"] and r1["out"] == "" and r1["writes"] == []
+    x, y = data()
+    torch.manual_seed(0)
+    ref = Trainer(tiny_dit(), loader(x, y, batch=BATCH, seed=2), lr=1e-3, device="cpu", seed=0)   # eager, one process
+    with redirect_stdout(io.StringIO()): ref.train(1, progress=False)
+    torch.testing.assert_close(torch.tensor(r0["losses"]), torch.tensor(ref.step_losses), rtol=1e-4, atol=1e-5)
+    for k, v in ref.model.state_dict().items():
+        a, b = r0["params"][k], v
+        if k.endswith("attn.qkv.bias"): a, b = a[k_bias_mask(a)], b[k_bias_mask(b)]   # as in the test above
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=k)
+        assert torch.equal(r0["params"][k], r1["params"][k])
 
 
 @pytest.mark.skipif(shared_data() is None, reason="needs the local MNIST copy")
