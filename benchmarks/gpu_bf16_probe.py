@@ -1,19 +1,22 @@
-"""Why does the seed recipe collapse in bf16? Every 30-epoch run with bf16 autocast so far (three, on two H200s) went
-from a loss of 0.20 back to 1.0-1.38 around epoch 20, and no fp32 run did. This probe trains the recipe in bf16 with
-the fast path (`Trainer(compile=True, amp=True)`: the step graph, blocks compiled) once per variant, and after every
-epoch runs one fixed batch through the model to record what might grow past bf16's 8-bit mantissa:
+"""Does bf16 still collapse? Every 30-epoch run of the seed recipe with bf16 autocast (three, on two H200s, before
+2026-11-27) went from a loss of 0.20 back to 1.0-1.38 around epoch 20, and no fp32 run did. In those runs the DiT's
+residual stream was itself bf16: the position embedding was cast to the tokens' dtype, so every `x + branch` stayed
+bf16 and an update much smaller than the stream was rounded away. The DiT now adds its fp32 table as DiT's own code
+does, which keeps the stream fp32 under autocast (only the matmuls and attention run in bf16). This probe trains the
+recipe in bf16 with the fast path (`Trainer(compile=True, amp=True)`: the step graph, blocks compiled) once per
+variant, and after every epoch runs one fixed batch through the model to record what might grow past bf16's 8-bit
+mantissa:
 
-- the residual stream: its RMS and largest value at each block's input. Under autocast the stream is bf16 (every
-  Linear returns bf16, and the adds stay bf16), so an update much smaller than the stream is rounded away;
+- the residual stream: its RMS, largest value and dtype at each block's input;
 - the attention logits q.k / sqrt(d): their largest magnitude in each block, computed in fp32 from the block's input.
 
-Variants: `bf16_fp32_residual` (the stream kept in fp32: the patch embedding's output is cast to fp32, so each
-`x + branch` promotes back to fp32 and only the matmuls run in bf16) and `bf16` (as the Trainer runs it today).
-If the second does not collapse, keeping the residual stream in the parameters' dtype is the fix to make in `dit.py`.
+Variants: `bf16` (the package as it is: the stream in fp32) and `bf16_residual_bf16` (the stream cast to bf16 after
+the position embedding, as in the runs that collapsed). If the first does not collapse and the second does, the
+change was the fix, and `gpu_recipe.py --amp` measures what bf16 buys.
 Writes gpu_bf16_probe.json to --out (JSON rewritten after every epoch). Needs CUDA; `--smoke` checks the script on a
 CPU: one epoch of 128 images per variant, uncompiled (bf16 has no CPU hardware here: it is 30x slower than fp32).
 
-    python benchmarks/gpu_bf16_probe.py [--epochs 30] [--variants bf16_fp32_residual,bf16] [--out DIR] [--smoke]
+    python benchmarks/gpu_bf16_probe.py [--epochs 30] [--variants bf16,bf16_residual_bf16] [--out DIR] [--smoke]
 """
 import argparse
 import contextlib
@@ -30,7 +33,7 @@ from from_noise_to_images.core import mnist_loader, seed_everything
 from from_noise_to_images.fast import autocast, synchronize
 from from_noise_to_images.train import Trainer
 
-VARIANTS = ("bf16_fp32_residual", "bf16")   # the candidate fix first: a lease may end before the second
+VARIANTS = ("bf16", "bf16_residual_bf16")   # the package first: a lease may end before the second
 
 
 @torch.no_grad()
@@ -61,8 +64,8 @@ def run_variant(name, a, device, record, out) -> None:
     seed_everything(0)
     loader = mnist_loader(batch_size=a.batch_size, subset=a.subset, seed=0)
     model = seed_dit()
-    if name == "bf16_fp32_residual":   # the stream starts fp32; fp32 + bf16 branch -> fp32 at every residual add
-        model.patch_embed.register_forward_hook(lambda m, i, o: o.float())
+    if name == "bf16_residual_bf16":   # the stream starts bf16; bf16 + bf16 branch -> bf16 at every residual add
+        model.pos_embed.register_forward_hook(lambda m, i, o: o.to(torch.bfloat16))   # (it always runs under autocast)
     g = torch.Generator().manual_seed(1)
     x0 = loader.dataset.tensors[0][:a.probe_batch].to(device)
     t, x1 = torch.rand(len(x0), generator=g).to(device), torch.randn(x0.shape, generator=g).to(device)

@@ -5,7 +5,8 @@
 #      the naive loop for about a minute, host syncs, sampling); the graph phases only if step 1 passed,
 #   3. benchmarks/gpu_step.py: where the compiled step's GPU time goes, then milliseconds per step of each way of
 #      running it, for what time is left,
-#   4. benchmarks/gpu_bf16_probe.py: 30 epochs in bf16 with the residual stream in fp32, then as today (about 2 minutes).
+#   4. benchmarks/gpu_bf16_probe.py: 30 epochs in bf16 as the package runs it (residual stream fp32), then with the
+#      stream in bf16 as in the runs that collapsed (about 2 minutes).
 # Usage: benchmarks/gpu_session.sh OUT [MNIST_GZ_DIR]; MNIST's four .gz files are copied from MNIST_GZ_DIR if given.
 set -u
 out=${1:?usage: gpu_session.sh OUT [MNIST_GZ_DIR]}; mkdir -p "$out"

@@ -60,7 +60,7 @@ class PosEmbed2D(nn.Module):
         self.register_buffer("pe", sincos_2d(grid_size, dim)[None], persistent=False)   # (1, N, D)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return tokens + self.pe.to(tokens.dtype)
+        return tokens + self.pe   # bf16 tokens (autocast) + this fp32 table = fp32: the residual stream stays fp32
 
 # %% ../nbs/02_dit.ipynb #b02b8928
 def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, return_weights: bool = False):

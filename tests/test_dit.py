@@ -345,3 +345,16 @@ def test_seed_api_calls_run_unchanged(tmp_path, monkeypatch):
     fresh.load_state_dict(torch.load("phase2_dit.pt", map_location=device)["model_state_dict"])
     ckpt = torch.load("phase2_dit.pt", weights_only=True)
     assert ckpt["model_class"] == "DiT" and DiT(**ckpt["model_config"]).config == model.config
+
+
+def test_residual_stream_stays_in_the_parameters_dtype_under_autocast():
+    "Under bf16 autocast the blocks' matmuls run in bf16, but the residual stream between blocks stays fp32, as in DiT's code."
+    torch.manual_seed(0)
+    model = DiT(img_size=8, patch_size=4, in_channels=1, embed_dim=32, depth=2, num_heads=4)
+    x, t = torch.randn(2, 1, 8, 8), torch.rand(2)
+    seen = []
+    for b in model.blocks: b.register_forward_hook(lambda m, i, o: seen.append((i[0].dtype, o.dtype)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, t)
+    assert seen == [(torch.float32, torch.float32)] * 2          # in bf16, updates below 1/256 of the stream would vanish
+    assert out.dtype == torch.bfloat16                            # the last Linear still runs in bf16
