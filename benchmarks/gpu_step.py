@@ -104,7 +104,9 @@ def kernel_kind(name: str) -> str:
 
 def kernel_breakdown(trainer, steps=10) -> dict:
     """GPU time per step by kind of kernel, and the ten longest kernels: where a step's GPU work goes, once launches
-    are out of the way (the step graph replays the same kernels). On a CPU (--smoke) the ops' own CPU time instead."""
+    are out of the way (the step graph replays the same kernels). The trainer should launch its kernels one by one
+    (no CUDA graphs: compile="default", cuda_graph=False), so that the profiler sees each. On a CPU (--smoke) the
+    ops' own CPU time instead."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     cuda = trainer.device.type == "cuda"
@@ -175,7 +177,7 @@ def main():
     try:
         seed_everything(0)
         record["compiled_fp32_kernels"] = kernel_breakdown(
-            Trainer(seed_dit(), loader, lr=1e-4, weight_decay=0.01, device=device, compile=True, cuda_graph=False),
+            Trainer(seed_dit(), loader, lr=1e-4, weight_decay=0.01, device=device, compile="default", cuda_graph=False),
             steps=2 if a.smoke else 10)
         kb = record["compiled_fp32_kernels"]
         print(f"compiled fp32 step: {kb['ms_per_step']:.2f} ms of kernels, {kb['kernels_per_step']:.0f} kernels: " +
