@@ -92,11 +92,11 @@ class Trainer:
     Speed (chapter `82_fast`): `fast` (on by default) keeps a `DataLoader` over a `TensorDataset` on the device as
     `DeviceBatches` (same batches, same order), uses fused AdamW (on CUDA and CPUs) and, on CUDA, TF32; `amp=True`
     adds bf16 autocast (off by default: faster on a GPU, but the seed recipe's runs in it collapsed, with the DiT's
-    residual stream then in bf16; it is fp32 now, untested on a GPU). `compile=True` runs a DiT's blocks through `torch.compile` one by one
-    (`fast.compile_model`; or name a mode) and prints the compile time. `cuda_graph=True` (one CUDA GPU) records
-    the whole step (noise, loss, backward, clipping, AdamW) as one CUDA graph (`fast.GraphedStep`) and replays it:
-    one launch per step. By default (None) `compile=True` on one GPU does both; `cuda_graph=False` compiles with
-    torch.compile's own CUDA graphs ("reduce-overhead") instead.
+    residual stream then in bf16; it is fp32 now, untested on a GPU). `compile=True` runs a DiT's blocks through
+    `torch.compile` one by one (`fast.compile_model`; or name a mode) and prints the compile time. `cuda_graph=True`
+    (one CUDA GPU) records the whole step (noise, loss, backward, clipping, AdamW) as one CUDA graph
+    (`fast.GraphedStep`) and replays it: one launch per step. By default (None) `compile=True` on one GPU does both;
+    `cuda_graph=False` compiles with torch.compile's own CUDA graphs ("reduce-overhead") instead.
     Under `torchrun --nproc_per_node=N` every batch is split over the N processes (DistributedDataParallel) and
     only rank 0 prints and writes checkpoints."""
     def __init__(self, model, dataloader, lr: float = 1e-4, weight_decay: float = 0.01, device=None, *,
