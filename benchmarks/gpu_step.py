@@ -72,16 +72,21 @@ def compile_optimizer_step(trainer) -> None:
     trainer.optimizer = opt
 
 
-def profile_step(trainer, steps=10) -> dict:
-    "Kernel launches and host vs GPU time per eager step, from torch.profiler."
+def profiled_steps(trainer, steps):
+    "torch.profiler's record (CPU, and CUDA's kernels on a GPU) of `steps` training steps after 3 warm-up steps."
     from torch.profiler import ProfilerActivity, profile
     batches = iter(trainer._batches)
-    for _ in range(3): trainer.train_step(next(batches))
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trainer.device.type == "cuda" else [])
-    with profile(activities=acts) as prof:
+    for _ in range(3): trainer.train_step(next(batches))   # warm-up (and compile)
+    synchronize(trainer.device)
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trainer.device.type == "cuda" else [])) as prof:
         for _ in range(steps): trainer.train_step(next(batches))
         synchronize(trainer.device)
-    ev = prof.key_averages()
+    return prof
+
+
+def profile_step(trainer, steps=10) -> dict:
+    "Kernel launches and host vs GPU time per eager step, from torch.profiler."
+    ev = profiled_steps(trainer, steps).key_averages()
     launches = sum(e.count for e in ev if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cuLaunchKernelEx"))
     return dict(kernel_launches_per_step=launches / steps,
                 host_ms_per_step_profiled=sum(e.self_cpu_time_total for e in ev) / steps / 1e3,
@@ -108,14 +113,8 @@ def kernel_breakdown(trainer, steps=10) -> dict:
     (no CUDA graphs: compile="default", cuda_graph=False), so that the profiler sees each. On a CPU (--smoke) the
     ops' own CPU time instead."""
     from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
     cuda = trainer.device.type == "cuda"
-    batches = iter(trainer._batches)
-    for _ in range(3): trainer.train_step(next(batches))   # compiles
-    synchronize(trainer.device)
-    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
-        for _ in range(steps): trainer.train_step(next(batches))
-        synchronize(trainer.device)
+    prof = profiled_steps(trainer, steps)
     if cuda: kernels = [(e.key, e.self_device_time_total, e.count) for e in prof.key_averages() if e.device_type == DeviceType.CUDA]
     else: kernels = [(e.key, e.self_cpu_time_total, e.count) for e in prof.key_averages() if e.key.startswith(("aten::", "graph_"))]
     kinds = {}

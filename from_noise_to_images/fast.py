@@ -182,7 +182,6 @@ def inductor_options(mode: str = "default", **options) -> dict:
     ours = {k: v for k, v in CPU_INDUCTOR_OPTIONS.items() if k in list_options()}
     return {**list_mode_options(mode), **ours, **options}
 
-
 # %% ../nbs/82_fast.ipynb #5f7806a0
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")   # the torch.compile modes that record CUDA graphs
 
