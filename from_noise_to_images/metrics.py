@@ -203,10 +203,13 @@ def density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> dict
 def memorisation(samples: torch.Tensor, train_images: torch.Tensor | None = None,
                  test_images: torch.Tensor | None = None, quantile: float = 0.01) -> dict:
     "Pixel distance from each sample to its nearest training image, against the test images' own such distances."
+    if len(samples) == 0: raise ValueError("memorisation got no samples: pass at least one image, shape (N, 1, 28, 28)")
     if train_images is None: train_images = _mnist_split(True)[0]
     if test_images is None:   # a random subset: MNIST's first and last 5,000 test digits come from different writers
         xt = _mnist_split(False)[0]
         test_images = xt[torch.randperm(len(xt), generator=torch.Generator().manual_seed(0))[:len(samples)]]
+    for name, x in (("train_images", train_images), ("test_images", test_images)):
+        if len(x) == 0: raise ValueError(f"{name} is empty: pass at least one real image, or None for the MNIST default")
     d_s = nearest_distances(samples.clamp(-1, 1), train_images)
     d_t = nearest_distances(test_images, train_images)
     thr = torch.quantile(d_t, quantile).item()
@@ -266,20 +269,27 @@ def _mean_std(runs: list[dict]):
 def generate(model, num_samples: int, solver: str = "euler", steps: int = 50, seed: int = 0, device=None,
              batch_size: int = 500, rtol: float = 1e-5, atol: float = 1e-5, guidance_scale: float | None = None,
              labels: torch.Tensor | None = None, sample_fn=None):
-    "Sample `num_samples` images in seeded batches; returns `(images on CPU, labels or None, NFE per image)`."
+    """Sample `num_samples` images in seeded batches; returns `(images on CPU, labels or None, NFE per image)`. The NFE is
+    the mean over batches weighted by their sizes (adaptive solvers spend a different number per batch); an int when it
+    is whole, as for fixed-step solvers."""
     from from_noise_to_images.sampling import sample
     sample_fn = sample_fn or sample
     if labels is None and is_conditional(model):   # one of each digit in turn
         labels = torch.arange(num_samples) % int(model.config["num_classes"])
-    out, nfe = [], 0
+    out, nfe_total = [], 0
     for b, i in enumerate(range(0, num_samples, batch_size)):
         n = min(batch_size, num_samples - i)
         kw = dict(solver=solver, rtol=rtol, atol=atol, return_nfe=True)
         if labels is not None: kw["class_labels"] = labels[i:i + n].to(device)
         if guidance_scale is not None: kw["cfg_scale"] = guidance_scale
         x, nfe = sample_fn(model, n, (1, 28, 28), steps, device, seed=seed * 100_003 + b, **kw)
-        out.append(x.cpu())
-    return torch.cat(out), labels, nfe
+        out.append(x.cpu()); nfe_total += nfe * n
+    return torch.cat(out), labels, _whole(nfe_total / num_samples)
+
+def _whole(x):
+    "`x` as an int when it is a whole number, else as a float."
+    x = float(x)
+    return int(x) if x.is_integer() else x
 
 # %% ../nbs/04_1_metrics.ipynb #6d08346b
 def evaluate_checkpoint(checkpoint, num_samples: int = 10_000, solver: str = "euler", steps: int = 50,
@@ -300,14 +310,16 @@ def evaluate_checkpoint(checkpoint, num_samples: int = 10_000, solver: str = "eu
     if compile:
         from from_noise_to_images.fast import compile_model
         model = compile_model(model)
-    runs, nfe, sample_s = [], None, 0.0
+    runs, nfes, sample_s = [], [], 0.0
     for s in range(seed, seed + num_seeds):
         t1 = time.time()
         images, labels, nfe = generate(model, num_samples, solver, steps, s, device, batch_size, rtol, atol,
                                        guidance_scale, sample_fn=sample_fn)
+        nfes.append(nfe)
         sample_s += time.time() - t1
         runs.append(evaluate_samples(images, labels, memorise=memorise and s == seed, kid_subsets=kid_subsets,
                                      device=device, seed=s))
+    nfe = _whole(sum(nfes) / len(nfes))   # per image, over all seeds (same number of samples each)
     mem = {k: runs[0].pop(k) for k in MEMORISATION_KEYS if k in runs[0]}   # measured on the first seed only
     mean, std = _mean_std(runs)
     info = evaluator_info()

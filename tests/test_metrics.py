@@ -4,9 +4,9 @@ import torch
 import torchvision.transforms.functional as TF
 
 from from_noise_to_images.core import mnist_tensors
-from from_noise_to_images.metrics import (class_accuracy, density_coverage, features, frechet_distance,
-                                          kernel_inception_distance, knn_radii, memorisation, nearest_distances,
-                                          precision_recall)
+from from_noise_to_images.metrics import (class_accuracy, density_coverage, evaluate_checkpoint, features,
+                                          frechet_distance, generate, kernel_inception_distance, knn_radii, memorisation,
+                                          nearest_distances, precision_recall)
 
 N = 1000
 
@@ -88,6 +88,31 @@ def test_memorisation_flags_copies(mnist):
     copier = memorisation(copies, x_train, x_test[:200])
     assert honest["copy_fraction"] < 0.1 and 0.7 < honest["nn_ratio"] < 1.4
     assert copier["copy_fraction"] == 1.0 and copier["nn_ratio"] < 0.1
+
+
+def test_memorisation_rejects_empty_sets(mnist):
+    x = mnist["x_test"]
+    with pytest.raises(ValueError, match="no samples"):
+        memorisation(x[:0])
+    with pytest.raises(ValueError, match="test_images is empty"):
+        memorisation(x[:5], mnist["x_train"], x[10_000:])
+    with pytest.raises(ValueError, match="train_images is empty"):
+        memorisation(x[:5], x[:0], x[:5])
+
+
+def test_nfe_is_mean_over_batches_and_seeds(mnist):
+    "Adaptive solvers spend a different NFE per batch (and seed): report the per-image mean, not the last batch's."
+    x_test = mnist["x_test"]
+    def fake_sample(model, n, shape, steps, device, seed=0, **kw):
+        return x_test[:n], 10 + n + 2 * (seed // 100_003)     # NFE depends on the batch size and on the seed
+    _, _, nfe = generate(torch.nn.Identity(), 1200, batch_size=500, sample_fn=fake_sample)
+    assert nfe == pytest.approx((1000 * 510 + 200 * 210) / 1200)
+    res = evaluate_checkpoint(torch.nn.Identity(), num_samples=30, num_seeds=2, batch_size=20, device="cpu",
+                              floor=False, memorise=False, kid_subsets=2, sample_fn=fake_sample)
+    per_seed = [(20 * (30 + 2 * s) + 10 * (20 + 2 * s)) / 30 for s in (0, 1)]
+    assert res["nfe"] == pytest.approx(sum(per_seed) / 2)
+    _, _, nfe = generate(torch.nn.Identity(), 30, batch_size=20, sample_fn=lambda m, n, *a, **kw: (x_test[:n], 8))
+    assert nfe == 8 and type(nfe) is int
 
 
 def test_class_accuracy(mnist):
