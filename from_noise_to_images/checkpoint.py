@@ -128,7 +128,7 @@ class EMA:
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
     def current_decay(self) -> float:
-        "The decay used by the next update: `min(decay, (1 + n) / (10 + n))` after n updates."
+        "The decay of the next update, the n-th counting from 1: `min(decay, (1 + n) / (10 + n))`, so early averages warm up."
         n = self.num_updates + 1
         return min(self.decay, (1 + n) / (10 + n))
 
@@ -180,6 +180,15 @@ _MODEL_KEYS = ("model_class", "model_config", "model_state_dict")
 _TRAINING_KEYS = ("optimizer_state_dict", "step", "epoch", "batch_in_epoch", "losses", "step_losses",
                   "train_config", "rng")
 
+def _load_error(e: Exception) -> str:
+    "The part of `torch.load`'s error that says what is wrong with the file, not its advice to load it unsafely."
+    msg = str(e)
+    if "WeightsUnpickler error:" in msg:   # weights_only refused the file: keep the refusal, drop the rest
+        refusal = msg.split("WeightsUnpickler error:", 1)[1].strip().split("\n\n")[0]
+        msg = "weights_only=True refused it: " + refusal.split(". ")[0].rstrip(".")
+    msg = " ".join(msg.split())
+    return f"{type(e).__name__}: {msg[:200] or 'no message'}"
+
 def load_checkpoint(path, map_location="cpu", training: bool = False) -> dict:
     "Read and check a checkpoint with `weights_only=True`; with `training`, also require the state needed to resume."
     path = Path(path)
@@ -191,9 +200,8 @@ def load_checkpoint(path, map_location="cpu", training: bool = False) -> dict:
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({size:,} bytes; truncated, corrupt or not "
-                              f"written by torch.save): {type(e).__name__}: {reason}") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({size:,} bytes; truncated, corrupt, not written by "
+                              f"torch.save, or holding more than tensors and plain values): {_load_error(e)}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a From Noise to Images checkpoint: it holds a {type(state).__name__}, not a dict")
     need = _MODEL_KEYS + (_TRAINING_KEYS if training else ())

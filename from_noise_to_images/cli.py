@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--grad-clip", type=_positive_float, default=None, help="clip the gradient norm to this value (default: no clipping)")
     t.add_argument("--checkpoint-every", type=_positive_int, default=None,
                    help="write a checkpoint every N optimizer steps (default: at the end of every epoch)")
-    t.add_argument("--keep-last", type=_positive_int, default=3, help="checkpoints to keep (default: 3)")
+    t.add_argument("--keep-last", type=_positive_int, default=None,
+                   help="checkpoints to keep (default: 3; with --resume, the run's own setting)")
     t.add_argument("--resume", type=Path, default=None, metavar="DIR",
                    help="continue the run whose output (or checkpoint) folder is DIR, with its saved settings")
     t.add_argument("--num-samples", type=_positive_int, default=64, help="images in samples.png (default: 64)")
@@ -162,7 +163,8 @@ def cmd_train(a) -> dict:
         loader = mnist_loader(batch_size=run["batch_size"], subset=run["subset"] or None, data_dir=a.data_dir, seed=run["seed"])
         trainer = Trainer.from_checkpoint(path, loader, device=device, checkpoint_dir=Path(out) / "checkpoints",
                                           compile=a.compile, amp=a.amp, cuda_graph=a.cuda_graph,
-                                          **({"checkpoint_every": a.checkpoint_every} if a.checkpoint_every else {}))
+                                          **({"checkpoint_every": a.checkpoint_every} if a.checkpoint_every else {}),
+                                          **({"keep_last": a.keep_last} if a.keep_last else {}))
         name, seed = run.get("model", state["model_class"]), run["seed"]
     else:
         out = Path(a.out or "runs/fnti")
@@ -173,7 +175,7 @@ def cmd_train(a) -> dict:
         loader = mnist_loader(batch_size=a.batch_size, subset=a.subset or None, data_dir=a.data_dir, seed=a.seed)
         run = {k: getattr(a, k) for k in _RUN_KEYS}
         trainer = Trainer(build_named_model(a.model), loader, lr=a.lr, weight_decay=a.weight_decay, device=device,
-                          checkpoint_dir=out / "checkpoints", checkpoint_every=a.checkpoint_every, keep_last=a.keep_last,
+                          checkpoint_dir=out / "checkpoints", checkpoint_every=a.checkpoint_every, keep_last=a.keep_last or 3,
                           ema_decay=a.ema_decay or None, grad_clip=a.grad_clip, run_config=run, compile=a.compile, amp=a.amp, cuda_graph=a.cuda_graph)
         name, seed = a.model, a.seed
     out = Path(out); out.mkdir(parents=True, exist_ok=True)

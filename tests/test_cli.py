@@ -59,6 +59,20 @@ def test_cli_resume_matches_uninterrupted_run(tmp_path, capsys):
     assert "Already trained for 2 epoch(s)" in capsys.readouterr().out
 
 
+
+@needs_mnist
+def test_cli_resume_takes_new_checkpoint_settings(tmp_path):
+    "--keep-last and --checkpoint-every apply to a resumed run; without them it keeps the run's own."
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "1", "--checkpoint-every", "1", "--keep-last", "2", "--out", str(out)]) == 0
+    names = lambda: [p.name for p in sorted((out / "checkpoints").iterdir())]
+    assert names() == ["step_00000002.pt", "step_00000003.pt"]
+    resume = ["train", "--resume", str(out), "--num-samples", "4", "--steps", "2", "--device", "cpu", "--no-progress"]
+    assert main([*resume, "--epochs", "2"]) == 0                        # the run's own keep_last: 2
+    assert names() == ["step_00000005.pt", "step_00000006.pt"]
+    assert main([*resume, "--epochs", "3", "--keep-last", "4"]) == 0    # 3 more steps, 4 kept
+    assert names() == [f"step_{s:08d}.pt" for s in (6, 7, 8, 9)]
+
 BAD_FLAGS = [
     (["train", "--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
     (["train", "--epochs", "ten"], "expected a positive integer, got 'ten'"),
