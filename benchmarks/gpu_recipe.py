@@ -202,6 +202,8 @@ def main():
     p.add_argument("--extra-if-s", type=float, default=420.0,
                    help="run phase 6 only if the run so far took less than this")
     p.add_argument("--skip-graph", action="store_true", help="leave out the step graph (if its tests failed on this GPU)")
+    p.add_argument("--skip-reduce-overhead", action="store_true",
+                   help="leave out compile with its own CUDA graphs (measured before), to leave a lease's minutes for other checks")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--smoke", action="store_true", help="phases 1-5 on a CPU with 384 images: tests this script")
     a = p.parse_args()
@@ -217,7 +219,7 @@ def main():
     r = Recipe(a, device)
     cuda = device.type == "cuda"   # the step graph needs CUDA: under --smoke its phases run without it
     if not a.skip_graph: r.phase("fast_graph", lambda: r.fast(compile=True, amp=a.amp))   # compile=True's default: the graph
-    r.phase("fast", lambda: r.fast(compile=True, amp=a.amp, cuda_graph=False))
+    if not a.skip_reduce_overhead: r.phase("fast", lambda: r.fast(compile=True, amp=a.amp, cuda_graph=False))
     r.phase("naive", r.naive)
     r.phase("sync_check", r.sync_check)
     r.phase("sampling", r.sampling)
