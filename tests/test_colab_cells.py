@@ -37,11 +37,11 @@ def test_insert_is_idempotent(tmp_path):
     nb = json.loads((tmp_path / name).read_text())
     badge, setup = ("".join(c["source"]) for c in nb["cells"][:2])
     assert f"https://colab.research.google.com/github/from-noise-to-images/from-noise-to-images/blob/main/nbs/{name})" in badge
-    assert "git+https://github.com/from-noise-to-images/from-noise-to-images@v" + cc.settings()["version"] in setup
+    assert '"git+https://github.com/from-noise-to-images/from-noise-to-images@main", "fastcore"' in setup   # the badge's branch
     assert nb["metadata"]["accelerator"] == "GPU" and nb["metadata"]["colab"]["gpuType"] == "T4"
     assert sum(cc.is_setup(c) for c in nb["cells"]) == 1 and sum(cc.is_badge(c) for c in nb["cells"]) == 1
     # a stale cell (say, an old pinned version) is reported, then replaced
-    nb["cells"][1]["source"] = [s.replace("@v", "@v0.0.0-old") for s in nb["cells"][1]["source"]]
+    nb["cells"][1]["source"] = [s.replace("@main", "@v0.0.0-old") for s in nb["cells"][1]["source"]]
     (tmp_path / name).write_text(json.dumps(nb))
     r = run("--check")
     assert r.returncode == 1 and name in r.stdout
@@ -67,7 +67,7 @@ def test_setup_cell_outside_colab_does_nothing(monkeypatch):
 
 def test_setup_cell_in_colab(monkeypatch):
     calls, out = _exec_setup(monkeypatch, in_colab=True, gpu=False)
-    assert calls and calls[0][-1] == "git+https://github.com/from-noise-to-images/from-noise-to-images@v9.9.9"
+    assert calls and calls[0][-2:] == ["git+https://github.com/from-noise-to-images/from-noise-to-images@v9.9.9", "fastcore"]
     assert "WARNING" in out and "no GPU" in out and "T4 GPU" in out
     calls, out = _exec_setup(monkeypatch, in_colab=True, gpu=True)
     assert "WARNING" not in out and "Tesla T4" in out

@@ -206,6 +206,14 @@ def test_cli_help_explains_every_flag():
         assert flag in r.stdout
 
 
+def test_readme_relative_links_resolve():
+    "Links in README.md that point into the repository name files that exist (the site's notebook links are rewritten)."
+    links = [l.split("#")[0] for l in re.findall(r"\]\(([^)\s]+)\)", (ROOT / "README.md").read_text())
+             if not re.match(r"[a-z]+:", l) and not l.startswith("#")]
+    assert "nbs/notation.ipynb" in links
+    assert [l for l in links if not (ROOT / l).exists()] == []
+
+
 def test_readme_in_sync_with_index_notebook():
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "sync_readme.py"), "--check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

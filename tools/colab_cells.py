@@ -6,8 +6,10 @@ Usage: python tools/colab_cells.py [--check] [--ref REF] [--nbs nbs] [NOTEBOOK .
 Chapters are the notebooks in nbs/ except index.ipynb and names starting with `_` or `.`.
 Each one gets, as its first two cells:
   1. a markdown cell with the badge, linking to the notebook on GitHub through Colab;
-  2. a code cell that, in Colab only, pip-installs the package from the repository at a
-     pinned ref (default `v<version>` from settings.ini) and checks for a GPU, warning
+  2. a code cell that, in Colab only, pip-installs the package from the repository at the
+     branch the badge opens (default settings.ini's `branch`, else `main`: the notebook and the
+     package then come from the same commit), with fastcore for the chapters' test cells,
+     and checks for a GPU, warning
      clearly on a CPU runtime; outside Colab (nbdev_test, Jupyter, the site) it does nothing;
 and the notebook metadata asks Colab for a GPU (`accelerator: GPU`, `colab.gpuType: T4`).
 Old copies of both cells are replaced, so running it again changes nothing.
@@ -44,13 +46,18 @@ def badge_source(nb_path: str, cfg: dict) -> str:
     return f"[![Open In Colab]({BADGE_IMG})]({url})"
 
 
+def default_ref(cfg: dict) -> str:
+    "The branch the badges open: installing from it gives Colab the package of the notebook's own commit."
+    return cfg.get("branch", "main")
+
+
 def setup_source(cfg: dict, ref: str) -> str:
     pkg = f"git+{cfg['git_url'].rstrip('/')}@{ref}"
     return f'''{SETUP_MARKER} install the course package and check for a GPU. Does nothing outside Colab.
 import sys
 if "google.colab" in sys.modules:
     import subprocess
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "{pkg}"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "{pkg}", "fastcore"], check=True)
     import torch
     if torch.cuda.is_available():
         print(f"Colab GPU: {{torch.cuda.get_device_name(0)}}")
@@ -110,11 +117,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("notebooks", nargs="*", type=Path, help="default: every chapter in --nbs")
     p.add_argument("--nbs", type=Path, default=ROOT / "nbs")
-    p.add_argument("--ref", default=None, help="git tag or commit to install in Colab (default: v<version>)")
+    p.add_argument("--ref", default=None, help="git branch, tag or commit to install in Colab (default: the branch the badge opens)")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a notebook needs updating")
     a = p.parse_args(argv)
     cfg = settings()
-    ref = a.ref or f"v{cfg['version']}"
+    ref = a.ref or default_ref(cfg)
     nbs_rel = cfg.get("nbs_path", "nbs")
     stale = []
     for path in a.notebooks or chapters(a.nbs):

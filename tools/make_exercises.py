@@ -104,11 +104,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nbs", type=Path, default=ROOT / "nbs")
     p.add_argument("--out", type=Path, default=ROOT / "exercises")
-    p.add_argument("--ref", default=None, help="git ref the Colab setup cell installs (default: v<version>)")
+    p.add_argument("--ref", default=None, help="git ref the Colab setup cell installs (default: the branch the badges open)")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a learner notebook is stale")
     a = p.parse_args(argv)
     cfg = cc.settings()
-    ref = a.ref or f"v{cfg['version']}"
+    ref = a.ref or cc.default_ref(cfg)
     out_rel = "exercises"   # where the learner's copies live in the repository: what the Colab badge opens
     sources = exercise_notebooks(a.nbs)
     stale = []

@@ -2,14 +2,17 @@
 """Write README.md from nbs/index.ipynb (nbdev_readme needs Quarto, which cannot be installed offline).
 
 Usage: python tools/sync_readme.py [--check]
-Markdown cells are copied as they are; code cells are shown as Python blocks unless
-they start with an nbdev `#| hide` directive. --check exits 1 when README.md is stale.
+Markdown cells are copied as they are, except that links to other notebooks (relative to nbs/ on the site)
+are made relative to the repository root; code cells are shown as Python blocks unless they start with an
+nbdev `#| hide` directive. --check exits 1 when README.md is stale.
 """
 import json
+import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+NB_LINK = re.compile(r"\]\((?![a-z]+:|/|#)([^)\s]+\.ipynb(?:#[^)\s]*)?)\)")   # ](notation.ipynb) and the like
 HEADER = "<!-- Generated from nbs/index.ipynb by tools/sync_readme.py: edit the notebook, not this file. -->\n\n"
 
 
@@ -19,7 +22,7 @@ def render(nb_path: Path = ROOT / "nbs" / "index.ipynb") -> str:
     for cell in nb["cells"]:
         src = "".join(cell["source"]).strip()
         if not src: continue
-        if cell["cell_type"] == "markdown": parts.append(src)
+        if cell["cell_type"] == "markdown": parts.append(NB_LINK.sub(r"](nbs/\1)", src))
         elif cell["cell_type"] == "code" and not src.startswith("#| hide"):
             parts.append(f"```python\n{src}\n```")
     return HEADER + "\n\n".join(parts) + "\n"
