@@ -178,8 +178,9 @@ class LabelEmbedding(nn.Module):
         dropped = torch.rand(y.shape, device=y.device) < self.dropout_prob
         return torch.where(dropped, torch.full_like(y, self.null_label), y)
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return self.embedding(self.drop(y) if self.training else y)
+    def forward(self, y: torch.Tensor, drop: bool = True) -> torch.Tensor:
+        "Embed `y`; in training mode drop labels first, unless `drop=False` (labels dropped already, by the caller)."
+        return self.embedding(self.drop(y) if self.training and drop else y)
 
 class DiT(nn.Module):
     "A Diffusion Transformer: `(B, C, H, W)` images and times `t` in [0, 1] -> velocities of the same shape."
@@ -213,7 +214,7 @@ class DiT(nn.Module):
         self.final_linear = nn.Linear(embed_dim, patch_size * patch_size * in_channels)
         if adaln_zero: nn.init.zeros_(self.final_linear.weight); nn.init.zeros_(self.final_linear.bias)
 
-    def condition(self, t: torch.Tensor, batch_size: int, y: torch.Tensor | None = None) -> torch.Tensor:
+    def condition(self, t: torch.Tensor, batch_size: int, y: torch.Tensor | None = None, drop_labels: bool = True) -> torch.Tensor:
         "The vector `(B, 4 * embed_dim)` that every adaLN reads: the time embedding, plus the label embedding of `y` if `num_classes` is set."
         t = torch.as_tensor(t, dtype=torch.float32, device=self.final_linear.weight.device).reshape(-1)
         if t.numel() == 1: t = t.expand(batch_size)
@@ -222,7 +223,7 @@ class DiT(nn.Module):
         if self.num_classes is None:
             if y is not None: raise ValueError("this DiT is unconditional (num_classes=None): it takes no class labels y")
             return self.time_embed(t)
-        return self.time_embed(t) + self.label_embed(self.check_labels(y, batch_size))
+        return self.time_embed(t) + self.label_embed(self.check_labels(y, batch_size), drop=drop_labels)
 
     def check_labels(self, y, batch_size: int) -> torch.Tensor:
         """`y` as a long tensor `(B,)` on the model's device; `None` means unconditional (all null labels, index `num_classes`).

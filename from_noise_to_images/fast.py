@@ -6,7 +6,7 @@
 __all__ = ['COMPILE_MODES', 'CPU_INDUCTOR_OPTIONS', 'CUDAGRAPH_MODES', 'DeviceBatches', 'enable_tf32', 'autocast', 'make_adamw',
            'compile_mode', 'cuda_graph_choice', 'CompileTimer', 'synchronize', 'inductor_options', 'compiles_by_block',
            'compile_model', 'GraphedStep', 'dist_env', 'is_distributed', 'rank', 'world_size', 'is_main_process',
-           'init_distributed', 'teardown_distributed', 'broadcast_rng', 'all_mean', 'shard']
+           'init_distributed', 'teardown_distributed', 'broadcast_rng', 'all_mean', 'check_shards', 'shard']
 
 # %% ../nbs/82_fast.ipynb #64bfa58b
 import copy
@@ -302,6 +302,17 @@ def all_mean(t: torch.Tensor) -> torch.Tensor:
     if not is_distributed(): return t
     t = t.clone(); dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t / dist.get_world_size()
+
+def check_shards(loader) -> None:
+    """Under torchrun, raise before training if a batch of `loader` would not split evenly over the ranks (`shard`
+    checks each batch as it comes, which for the last one of an epoch without drop_last is an epoch too late)."""
+    w, b = world_size(), getattr(loader, "batch_size", None)
+    if w == 1 or b is None: return                              # one process, or batches of unknown size
+    sizes, n = {b}, len(getattr(loader, "sampler", None) or getattr(loader, "images", ()))
+    if not getattr(loader, "drop_last", True) and n % b: sizes.add(n % b)   # the epoch's last, shorter batch
+    if bad := sorted(s for s in sizes if s % w):
+        raise ValueError(f"batches of {' and '.join(map(str, bad))} images do not split evenly over {w} processes: "
+                         f"use a batch size divisible by {w}" + (" and drop_last=True" if bad != [b] else ""))
 
 def shard(n: int) -> slice:
     "This rank's contiguous share of `n` items (`n` must divide evenly by the number of ranks)."

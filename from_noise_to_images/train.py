@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .core import get_device, seed_everything
 from .flow import flow_matching_loss
-from .fast import (CompileTimer, DeviceBatches, GraphedStep, all_mean, autocast, broadcast_rng,
+from .fast import (CompileTimer, DeviceBatches, GraphedStep, all_mean, autocast, broadcast_rng, check_shards,
                    compile_mode, compile_model, compiles_by_block, cuda_graph_choice, enable_tf32, init_distributed,
                    is_distributed, is_main_process, make_adamw, shard, synchronize)
 from .checkpoint import (
@@ -123,6 +123,7 @@ class Trainer:
         by_block = self.compile_mode is not None and compiles_by_block(self.model, self.compile_mode)
         self._model = compile_model(self.model, self.compile_mode) if by_block else self.model
         if is_distributed():
+            check_shards(self._batches)                                 # now, not at the end of an epoch
             broadcast_rng(self.device, loader_generators(dataloader))   # every rank starts from rank 0's random state
             self._model = torch.nn.parallel.DistributedDataParallel(self._model, device_ids=[self.device] if self.device.type == "cuda" else None)
         if self.compile_mode and not by_block: self._model = compile_model(self._model, self.compile_mode)
@@ -162,10 +163,13 @@ class Trainer:
     def _update(self, x0, y=None) -> torch.Tensor:
         "Noise, loss, backward, clipping and AdamW on a batch already on the device: what a CUDA graph can hold."
         t, x1 = torch.rand(len(x0), device=self.device), torch.randn_like(x0)   # the noise of the whole batch
+        kw = {}
         if is_distributed():                                                    # and this rank's share of it
+            if y is not None and self.model.training and getattr(self.model, "label_embed", None) is not None:
+                y, kw = self.model.label_embed.drop(y), {"drop_labels": False}   # label dropout of the whole batch too
             s = shard(len(x0)); x0, t, x1 = x0[s], t[s], x1[s]
             if y is not None: y = y[s]
-        kw = {"y": y} if y is not None else {}
+        if y is not None: kw["y"] = y
         with autocast(self.device, self.amp, cache_enabled=self._graph is None):
             loss = flow_matching_loss(self._model, x0, t, x1, **kw)
         self.optimizer.zero_grad(set_to_none=True)
@@ -243,9 +247,19 @@ class Trainer:
                                      f"training stopped and {last}. Try a lower learning rate or grad_clip.")
         return losses
 
+    def _check_weights(self) -> None:
+        "Raise `NonFiniteLossError` if a weight is NaN or infinite: a step can have a finite loss and a NaN gradient."
+        weights = list(self.model.parameters()) + (list(self.ema.model.parameters()) if self.ema is not None else [])
+        if not torch.stack([torch.isfinite(w).all() for w in weights]).all():   # one host sync, when saving
+            since = f"since step {self._saved_at[0]}" if self._saved_at else "in this run"
+            last = f"the last checkpoint, {self.last_checkpoint}, is untouched" if self.last_checkpoint else "no checkpoint was written"
+            raise NonFiniteLossError(f"the weights became NaN or infinite at some step {since} (up to step {self.step}) "
+                                     f"while the loss stayed finite; {last}. Try a lower learning rate or grad_clip.")
+
     def state_dict(self) -> dict:
         "Everything needed to continue exactly, as tensors and plain values (`torch.load(..., weights_only=True)`)."
         partial = self._read_losses().tolist() if self._epoch_losses else []
+        self._check_weights()
         return dict(
             format=CHECKPOINT_FORMAT, format_version=CHECKPOINT_VERSION, package_version=__version__,
             model_class=type(self.model).__name__, model_config=dict(getattr(self.model, "config", {})),
@@ -286,11 +300,14 @@ class Trainer:
         self._epoch_losses = [torch.tensor(v, dtype=torch.float32, device=self.device) for v in done[len(done) - k:]]
         self._epoch_rng = state["epoch_rng"] if k else None
         set_rng_state(state["rng"], loader_generators(self.dataloader))
+        # Only rank 0 wrote the file: its CUDA generator's state is the one saved for its own GPU. Every rank continues
+        # from rank 0's state, as it started from it, so that the ranks keep drawing one noise for the whole batch.
+        if is_distributed(): broadcast_rng(self.device, loader_generators(self.dataloader))
 
     def save_checkpoint(self, path=None) -> Path:
         """Write `state_dict()` atomically to `path`, or to `checkpoint_dir/step_<step>.pt` keeping the newest `keep_last`.
 
-        Raises `NonFiniteLossError` (and writes nothing) if a loss since the last epoch end is NaN or infinite."""
+        Raises `NonFiniteLossError` (and writes nothing) if a loss since the last epoch end, or a weight, is NaN or infinite."""
         if path is None and self.checkpoint_dir is None: raise ValueError("save_checkpoint needs a path, or checkpoint_dir set")
         state = self.state_dict()   # checks the losses first: nothing is written after a NaN
         main = is_main_process()    # under torchrun every rank gets here, and rank 0 writes

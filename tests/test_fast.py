@@ -23,7 +23,7 @@ from from_noise_to_images.train import Trainer
 STEPS, BATCH = 6, 16
 
 
-def tiny_dit(): return DiT(img_size=8, patch_size=4, in_channels=1, embed_dim=32, depth=2, num_heads=4)
+def tiny_dit(**kw): return DiT(img_size=8, patch_size=4, in_channels=1, embed_dim=32, depth=2, num_heads=4, **kw)
 
 
 def data(n=96):
@@ -176,7 +176,7 @@ def _free_port():
     with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
 
-def _ddp_worker(rank, world, port, folder, compile=False):
+def _ddp_worker(rank, world, port, folder, compile=False, model_kw=None):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     import from_noise_to_images.train as train_mod
@@ -185,7 +185,7 @@ def _ddp_worker(rank, world, port, folder, compile=False):
     train_mod.atomic_torch_save = lambda obj, path: (writes.append(str(path)), real_save(obj, path))[1]
     x, y = data()
     torch.manual_seed(0 if rank == 0 else 999)   # rank 1 starts elsewhere: DDP and the Trainer must give it rank 0's
-    model = tiny_dit()
+    model = tiny_dit(**(model_kw or {}))
     buf = io.StringIO()
     with redirect_stdout(buf):
         t = Trainer(model, loader(x, y, batch=BATCH, seed=2 + rank), lr=1e-3, device="cpu", seed=0 if rank == 0 else None,
@@ -196,19 +196,25 @@ def _ddp_worker(rank, world, port, folder, compile=False):
     torch.save(dict(params=t.model.state_dict(), losses=t.step_losses, writes=writes, out=buf.getvalue(),
                     ddp=is_distributed(), wrapper=type(t._model).__name__,
                     blocks=[type(b).__name__ for b in getattr(inner, "blocks", [])]), Path(folder) / f"result{rank}.pt")
+    if not compile:   # resumed from step 4 (rank 0's file, read by both), the ranks retake steps 5 and 6 exactly
+        with redirect_stdout(io.StringIO()):
+            again = Trainer(tiny_dit(**(model_kw or {})), loader(x, y, batch=BATCH, seed=7), lr=1e-3, device="cpu",
+                            checkpoint_dir=Path(folder) / f"again{rank}")
+            again.resume(Path(folder) / "ckpt" / "step_00000004.pt"); again.train(1, progress=False)
+        for k, v in t.model.state_dict().items(): assert torch.equal(again.model.state_dict()[k], v), k
     from from_noise_to_images.fast import teardown_distributed
     teardown_distributed()
 
 
-def _two_ranks_vs_one_process(tmp_path, compile=False, rtol=0.0, atol=1e-6):
+def _two_ranks_vs_one_process(tmp_path, compile=False, rtol=0.0, atol=1e-6, model_kw=None):
     """Train on two gloo ranks (`_ddp_worker`) and on one eager process with the global batch; assert that rank 0's
     parameters match the one process's, and the ranks each other's exactly. Returns both ranks' results and the
     one process's losses."""
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), compile), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), compile, model_kw), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"result{r}.pt", weights_only=True) for r in (0, 1))
     x, y = data()
     torch.manual_seed(0)
-    ref = Trainer(tiny_dit(), loader(x, y, batch=BATCH, seed=2), lr=1e-3, device="cpu", seed=0)
+    ref = Trainer(tiny_dit(**(model_kw or {})), loader(x, y, batch=BATCH, seed=2), lr=1e-3, device="cpu", seed=0)
     with redirect_stdout(io.StringIO()): ref.train(1, progress=False)
     assert r0["ddp"] and r1["ddp"] and ref.step == STEPS
     for k, v in ref.model.state_dict().items():
@@ -221,7 +227,8 @@ def _two_ranks_vs_one_process(tmp_path, compile=False, rtol=0.0, atol=1e-6):
 
 
 def test_ddp_two_cpu_processes_match_one_process_and_only_rank0_writes(tmp_path):
-    r0, r1, ref_losses = _two_ranks_vs_one_process(tmp_path)
+    "A class-conditional DiT (labels split over the ranks, half of them dropped) trains on two ranks as on one process."
+    r0, r1, ref_losses = _two_ranks_vs_one_process(tmp_path, model_kw=dict(num_classes=10, class_dropout_prob=0.5))
     torch.testing.assert_close(torch.tensor(r0["losses"]), torch.tensor(ref_losses), rtol=1e-5, atol=1e-6)
     assert r1["writes"] == [] and r1["out"] == ""
     assert [Path(p).name for p in r0["writes"]] == ["step_00000004.pt", "step_00000006.pt", "final.pt"]
@@ -328,3 +335,18 @@ def test_cuda_graph_records_again_after_a_resume(tmp_path):
     assert t._graph.graph is None and t.step == 8
     with redirect_stdout(io.StringIO()): t.train(1, progress=False)   # the rest of epoch 2
     torch.testing.assert_close(torch.tensor(t.step_losses[8:]), torch.tensor(ref[8:]), rtol=1e-4, atol=1e-6)
+
+
+def test_check_shards_fails_before_training(monkeypatch):
+    "Under N ranks, a batch size or an epoch's last batch that N does not divide is refused when the Trainer is built."
+    import from_noise_to_images.fast as fast
+    monkeypatch.setattr(fast, "world_size", lambda: 2)
+    x, y = data(99)
+    fast.check_shards(DataLoader(TensorDataset(x, y), batch_size=16, drop_last=True))          # 6 batches of 16
+    fast.check_shards(DeviceBatches(x[:96], y[:96], batch_size=16, drop_last=False))          # no shorter last batch
+    with pytest.raises(ValueError, match="batches of 3 images do not split evenly over 2 processes: use a batch size "
+                                         "divisible by 2 and drop_last=True"):
+        fast.check_shards(DataLoader(TensorDataset(x, y), batch_size=16, drop_last=False))    # 6 x 16, then 3
+    with pytest.raises(ValueError, match="batches of 15 images do not split evenly over 2 processes: use a batch size divisible by 2$"):
+        fast.check_shards(DeviceBatches(x, y, batch_size=15, drop_last=True))
+    fast.check_shards([(x, y)])                                                                 # unknown sizes: checked per batch

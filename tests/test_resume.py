@@ -104,3 +104,31 @@ def test_resume_from_checkpoint_taken_after_the_last_batch_of_an_epoch(tmp_path)
     t.resume(tmp_path / "snap.pt")
     t.train(2 - t.epoch, progress=False)
     assert t.step_losses == ref.step_losses and t.losses == ref.losses and t.epoch == 2
+
+
+class _NaNGradientAt(torch.nn.Module):
+    "A tiny velocity model whose loss stays finite but whose gradient is NaN at forward call `bad` (0 * d sqrt(u)/du at u=0)."
+    def __init__(self, bad: int):
+        super().__init__()
+        self.lin, self.p, self.calls, self.bad = torch.nn.Linear(4, 4), torch.nn.Parameter(torch.zeros(())), 0, bad
+    def forward(self, x, t):
+        self.calls += 1
+        out = self.lin(x.flatten(1)).view_as(x) + 0 * self.p
+        return out + 0 * torch.sqrt(self.p - self.p) if self.calls == self.bad else out
+
+
+def test_nan_gradient_with_finite_loss_never_reaches_a_checkpoint(tmp_path):
+    "Step 3's loss is finite but its gradient NaN: saving refuses, and the step-2 checkpoint (keep_last=1) survives."
+    from contextlib import redirect_stdout
+    import io
+    from from_noise_to_images.train import NonFiniteLossError
+    x = torch.rand(48, 1, 2, 2) * 2 - 1
+    t = Trainer(_NaNGradientAt(bad=3), [x[i:i + 8] for i in range(0, 48, 8)], lr=1e-3, device="cpu", seed=0,
+                checkpoint_dir=tmp_path, checkpoint_every=1, keep_last=1, ema_decay=0.9, fast=False)
+    with pytest.raises(NonFiniteLossError, match=r"weights became NaN or infinite at some step since step 2 \(up to step 3\).*"
+                                                 r"step_00000002.pt, is untouched"):
+        with redirect_stdout(io.StringIO()): t.train(1, progress=False)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000002.pt"]
+    assert torch.isfinite(torch.stack(t._epoch_losses)).all()   # every loss so far was finite
+    state = load_checkpoint(tmp_path / "step_00000002.pt", training=True)
+    assert all(torch.isfinite(v).all() for v in state["model_state_dict"].values())
