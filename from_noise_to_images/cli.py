@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .core import DatasetNotFoundError, get_device, mnist_loader, save_images, seed_everything
+from .core import DatasetNotFoundError, device_arg, get_device, mnist_loader, save_images, seed_everything
 from .models import SimpleUNet
 from .sampling import sample
 from .fast import compile_model, is_main_process, teardown_distributed
@@ -72,6 +72,8 @@ def _ema_decay(s):
     if not 0 <= v < 1: raise argparse.ArgumentTypeError(f"expected a number in [0, 1) (0 turns EMA off), got {v}")
     return v
 
+_DEVICE_HELP = "cpu, cuda, cuda:N or mps, checked against this machine (default: the best available)"
+
 # %% ../nbs/80_cli.ipynb #c1fa7360
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fnti", description="From Noise to Images: flow matching on MNIST.")
@@ -102,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, default=None, help="output directory (default: runs/fnti, or the --resume folder)")
     t.add_argument("--data-dir", type=Path, default=None,
                    help="directory holding MNIST/raw (default: $FNTI_DATA_DIR, else ~/.cache/from_noise_to_images; downloads if missing)")
-    t.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    t.add_argument("--device", type=device_arg, default=None, help=_DEVICE_HELP)
     t.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     t.add_argument("--compile", action="store_true",
                    help="torch.compile the model's blocks and, on one GPU, record each step as a CUDA graph (compile time printed)")
@@ -126,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG file to write (default: samples.png)")
     s.add_argument("--nrow", type=_positive_int, default=8, help="images per grid row (default: 8)")
     s.add_argument("--no-ema", action="store_true", help="use the raw training weights even when the checkpoint has EMA weights")
-    s.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    s.add_argument("--device", type=device_arg, default=None, help=_DEVICE_HELP)
     s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     s.add_argument("--compile", action="store_true",
                    help="sample through torch.compile (fast.compile_model): pays off for large grids, after a compile of about 10 s on a CPU")
@@ -215,8 +217,9 @@ def cmd_sample(a) -> Path:
     labels = None
     if getattr(model, "num_classes", None):   # a class-conditional model: the asked digit, else one of each in turn
         labels = [a.label] * a.num_samples if a.label is not None else [i % model.num_classes for i in range(a.num_samples)]
-    elif a.label is not None:
-        raise ValueError(f"--label needs a class-conditional model; {a.checkpoint} holds an unconditional {type(model).__name__}")
+    elif a.label is not None or a.cfg_scale != 1.0:
+        raise ValueError(f"the model in {a.checkpoint} ({type(model).__name__}) is unconditional: --label and --cfg-scale "
+                         "need a class-conditional model; train one with `fnti train --model dit-cfg`")
     net = compile_model(model) if a.compile else model   # the first evaluation compiles
     with tqdm(desc="Sampling", unit="eval", leave=False, disable=a.no_progress) as bar:
         imgs, nfe = sample(_Progress(net, bar), a.num_samples, (model.config.get("in_channels", 1),) + (model.config.get("img_size", 28),) * 2,

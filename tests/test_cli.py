@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from from_noise_to_images.cli import main
+from from_noise_to_images.cli import build_parser, main
 from from_noise_to_images.core import has_local_mnist, resolve_data_dir
 
 needs_mnist = pytest.mark.skipif(not has_local_mnist(resolve_data_dir()), reason="no local MNIST copy ($FNTI_DATA_DIR)")
@@ -89,6 +89,9 @@ BAD_FLAGS = [
     (["sample", "x.pt", "--steps", "0"], "argument --steps: expected a positive integer, got 0"),
     (["sample", "x.pt", "--num-samples", "-1"], "argument --num-samples: expected a positive integer"),
     (["evaluate"], "the following arguments are required: checkpoint"),
+    (["train", "--device", "foo"], "argument --device: expected a device such as cpu, cuda, cuda:1 or mps, got 'foo'"),
+    (["sample", "x.pt", "--device", "cuda:x"], "argument --device: expected a device such as cpu, cuda, cuda:1 or mps"),
+    (["evaluate", "x.pt", "--device", "meta"], "argument --device: expected a device such as cpu, cuda, cuda:1 or mps"),
     ([], "the following arguments are required: COMMAND"),
 ]
 
@@ -99,6 +102,28 @@ def test_bad_flags_exit_2_with_usage(argv, msg, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: fnti") and msg in err, err
+
+
+def test_device_this_machine_lacks_exits_2_with_usage(monkeypatch, capsys):
+    "--device is checked against the machine when the flags are parsed, not deep in the Trainer or load_model."
+    def refused(argv):
+        with pytest.raises(SystemExit) as e: main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("usage: fnti") and "argument --device: got" in err, err
+        return err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for cmd in (["train"], ["sample", "x.pt"], ["evaluate", "x.pt"]):
+        err = refused([*cmd, "--device", "cuda"])
+        assert "this machine has no CUDA GPU: use --device cpu, or leave --device out" in err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert "has 2 CUDA GPU(s), so the highest is cuda:1" in refused(["sample", "x.pt", "--device", "cuda:2"])
+    assert build_parser().parse_args(["sample", "x.pt", "--device", "cuda:1"]).device == "cuda:1"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert "no MPS (Apple GPU) backend: use --device cpu" in refused(["train", "--device", "mps"])
+    for cmd in (["train"], ["sample", "x.pt"], ["evaluate", "x.pt"]):   # cpu always; no --device: None, get_device()
+        assert build_parser().parse_args([*cmd, "--device", "cpu"]).device == "cpu"
+        assert build_parser().parse_args(cmd).device is None
 
 
 def test_bad_flag_exit_code_from_the_shell(env):
@@ -177,8 +202,11 @@ def test_evaluate_prints_metrics_json_and_sample_takes_a_solver(tmp_path, env):
     again = json.loads(r.stdout)
     assert again["compiled"] is True and metrics["compiled"] is False and again["model_class"] == "SimpleUNet"
     for k, v in metrics["metrics"].items(): assert again["metrics"][k] == pytest.approx(v, rel=1e-3, abs=1e-6), k
-    r = cli(env, "sample", out / "model.pt", "--label", "7", "--out", tmp_path / "x.png", "--device", "cpu")
-    assert r.returncode == 1 and "--label needs a class-conditional model" in r.stderr
+    for flags in (["--label", "7"], ["--cfg-scale", "2"]):   # unconditional checkpoint: the CLI's words, not sample()'s
+        r = cli(env, "sample", out / "model.pt", *flags, "--out", tmp_path / "x.png", "--device", "cpu")
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+        assert "(SimpleUNet) is unconditional: --label and --cfg-scale need a class-conditional model" in r.stderr
+        assert "fnti train --model dit-cfg" in r.stderr and "class_labels" not in r.stderr
 
 
 @needs_mnist
@@ -188,7 +216,13 @@ def test_class_conditional_dit_trains_and_samples_a_requested_digit(tmp_path, en
             "--steps", "2", "--device", "cpu", "--no-progress", "--out", out)
     assert r.returncode == 0, r.stderr
     assert torch.load(out / "model.pt", weights_only=True)["model_config"]["num_classes"] == 10
-    r = cli(env, "sample", out / "model.pt", "--label", "7", "--cfg-scale", "3", "--num-samples", "4", "--steps", "2",
-            "--out", tmp_path / "sevens.png", "--device", "cpu", "--no-progress")
-    assert r.returncode == 0, r.stderr
-    assert Image.open(tmp_path / "sevens.png").size == (4 * 30 + 2, 30 + 2)
+    def grid(label, cfg_scale):   # the same seed, so the same starting noise
+        png = tmp_path / f"{label}_w{cfg_scale}.png"
+        r = cli(env, "sample", out / "model.pt", "--label", label, "--cfg-scale", cfg_scale, "--num-samples", "4",
+                "--steps", "2", "--seed", "5", "--out", png, "--device", "cpu", "--no-progress")
+        assert r.returncode == 0, r.stderr
+        return np.asarray(Image.open(png), dtype=int)
+    sevens = grid(7, 3)
+    assert sevens.shape[:2] == (30 + 2, 4 * 30 + 2)
+    assert np.abs(grid(3, 3) - sevens).max() > 1    # the label steers the model (by more than 8-bit rounding)
+    assert np.array_equal(grid(3, 0), grid(7, 0))   # guidance off: the unconditional field, whatever the label
