@@ -154,9 +154,11 @@ def _euler_variants(model, x, n):
             tt = times[i + 1] if at_next else times[i]
             y = y + sign * (times[i + 1] - times[i]) * model(y, tt.expand(len(y)))
         return y
+    flipped = ("the model saw the times run the wrong way, 0 -> 1: did you pass 1 - t to the model, or loop t upward? "
+               "Go from t = 1 (noise) down to t = 0 (data) and give the model that t")
     return [(run(ts, sign=-1.0), "the step goes the wrong way: dt = t_next - t is negative, so x <- x + dt * v walks from noise (t = 1) to data (t = 0)"),
-            (run(ts.flip(0), sign=-1.0), "the times run the wrong way: start at t = 1 (noise) and step down to t = 0 (data)"),
-            (run(ts.flip(0)), "the times run the wrong way: start at t = 1 (noise) and step down to t = 0 (data)"),
+            (run(ts.flip(0), sign=-1.0), flipped),
+            (run(ts.flip(0)), flipped),
             (run(ts, at_next=True), "evaluate the model at the start of each step (t_i), not at its end"),
             (run(torch.linspace(1.0, 0.0, n + 2), steps=n + 1), f"that took {n + 1} steps; take exactly num_steps = {n}"),
             (run(torch.linspace(1.0, 0.0, n), steps=n - 1), f"that took {n - 1} steps; take exactly num_steps = {n}"),
@@ -190,13 +192,13 @@ def _diagnose_sincos_2d(fn):
         got = _call(fn, g, d)
         h = d // 2
         swapped = torch.cat([want[:, h:], want[:, :h]], dim=1)
-        col_major = want.view(g, g, d).transpose(0, 1).reshape(g * g, d)
         p = sincos_1d(torch.arange(g), h)
         cos_sin = lambda e: torch.cat([e[:, h // 2:], e[:, :h // 2]], dim=1)
         cs = torch.cat([cos_sin(p)[:, None].expand(g, g, h), cos_sin(p)[None].expand(g, g, h)], -1).reshape(g * g, d)
         one_d = sincos_1d(torch.arange(g * g), d)
-        mistakes = [(swapped, "the halves are swapped: the first dim/2 channels code the row, the last dim/2 the column"),
-                    (col_major, "the patches are in column order; number them row by row (index = row * grid_size + col)"),
+        # on a square grid, numbering the patches column by column gives exactly the swapped halves: one entry names both
+        mistakes = [(swapped, "row and column are swapped: the first dim/2 channels code the row, the last dim/2 the column, "
+                              "and the patches are numbered row by row (index = row * grid_size + col)"),
                     (cs, "put the sines before the cosines in each half (sincos_1d: sin then cos)"),
                     (one_d, "that is a 1D embedding of the patch index; code the row and the column separately, each with dim/2 channels")]
         if (prob := _value_problem(got, want, mistakes, case, "row embedding sincos_1d(rows, dim/2) then column embedding, concatenated per patch")) is not None:
@@ -211,7 +213,7 @@ def check_sincos_2d(fn, return_result: bool = False):
 def _diagnose_attention(fn):
     from from_noise_to_images.dit import explicit_attention
     g = torch.Generator().manual_seed(0)
-    for shape in ((2, 5, 4), (2, 3, 6, 8)):
+    for shape in ((2, 4, 4), (2, 5, 4), (2, 3, 6, 8)):   # N = d first: only there does Q^T K run and get named
         q, k, v = (torch.randn(*shape, generator=g) for _ in range(3))
         case = f"q, k, v of shape {shape}"
         want = explicit_attention(q, k, v)
@@ -221,9 +223,11 @@ def _diagnose_attention(fn):
         mistakes = [((s).softmax(-1) @ v, "scale the scores by 1 / sqrt(d) (d = head size) before the softmax"),
                     ((s / d).softmax(-1) @ v, "scale by 1 / sqrt(d), not 1 / d"),
                     ((s / math.sqrt(d)).softmax(-2) @ v, "take the softmax over the keys (the last dim), so each query's weights sum to 1"),
-                    ((s / math.sqrt(d)) @ v, "apply a softmax to the scaled scores before weighting the values"),
-                    ((q.transpose(-2, -1) @ k / math.sqrt(d)).softmax(-1).transpose(-2, -1) @ v.transpose(-2, -1) if shape[-1] == shape[-2] else torch.full_like(want, float("nan")),
-                     "scores are Q K^T: (N, d) @ (d, N)")]
+                    ((s / math.sqrt(d)) @ v, "apply a softmax to the scaled scores before weighting the values")]
+        if shape[-2] == d:   # Q^T K is (d, N) @ (N, d): it only runs, and can only be named, when N = d
+            qtk = (q.transpose(-2, -1) @ k / math.sqrt(d)).softmax(-1)
+            hint = "the scores are Q K^T, (N, d) @ (d, N) -> (N, N), one row per query; Q^T K is (d, d) and only ran because N = d here"
+            mistakes += [(qtk @ v, hint), (qtk.transpose(-2, -1) @ v.transpose(-2, -1), hint)]
         if (p := _value_problem(got, want, mistakes, case, "softmax(Q K^T / sqrt(d), over the last dim) @ V")) is not None:
             return p
     return None
@@ -286,10 +290,9 @@ def _diagnose_cfg_combine(fn):
         case = f"w = {w}, 3 toy velocities"
         want = guidance.cfg_velocity(model, x, t, y, w)
         got = _call(fn, vc.clone(), vu.clone(), w)
-        mistakes = [((1 + w) * vc - w * vu, "that is the (1 + w) v_c - w v_u convention (facebookresearch/flow_matching); ours is v_u + w (v_c - v_u), so w = 1 means plain conditional (see the notation page)"),
+        mistakes = [((1 + w) * vc - w * vu, "that is the (1 + w) v_c - w v_u convention (facebookresearch/flow_matching), also written v_c + w (v_c - v_u); ours is v_u + w (v_c - v_u), so w = 1 means plain conditional (see the notation page)"),
                     (vc + w * (vu - vc), "conditional and unconditional are swapped: start from v_u and move w times (v_c - v_u)"),
                     (w * (vc - vu), "add the unconditional velocity: v_u + w (v_c - v_u)"),
-                    (vc + w * (vc - vu), "that is v_c + w (v_c - v_u); ours is v_u + w (v_c - v_u)"),
                     (vc, "that is v_c alone: guidance starts from v_u and moves w times (v_c - v_u)")]
         if (p := _value_problem(got, want, mistakes, case, "v_u + w * (v_c - v_u)")) is not None:
             return p
@@ -337,6 +340,9 @@ def _diagnose_step(fn, name):
     heun_no_half = lambda t, h: x + h * (f(x, t) + f(x + h * f(x, t), t + h))
     mid_t = lambda t, h: x + h * f(x + (h / 2) * f(x, t), t)
     mid_full = lambda t, h: x + h * f(x + h * f(x, t), t + h)
+    heun_back = lambda t, h: x + (h / 2) * (f(x, t) + f(x + h * f(x, t), t - h))
+    mid_back = lambda t, h: x + h * f(x + (h / 2) * f(x, t), t - h / 2)
+    backwards = "h is already negative (we integrate from t = 1 down to 0): the end of the step is t + h, its middle t + h / 2"
     for t, h in ((torch.tensor(1.0), torch.tensor(-0.25)), (torch.tensor(0.6), torch.tensor(-0.1))):
         case = f"a toy field, t = {t.item():g}, h = {h.item():g}"
         want = getattr(solvers, f"{name}_step")(f, x, t, h)
@@ -344,11 +350,13 @@ def _diagnose_step(fn, name):
         common = [(euler(t, h), "that is an Euler step; a second-order step evaluates the field twice")]
         if name == "heun":
             mistakes = common + [(heun_t(t, h), "evaluate the second slope at the end of the step: time t + h, state x + h * k1"),
+                                 (heun_back(t, h), backwards),
                                  (heun_no_half(t, h), "average the two slopes: x + (h / 2) * (k1 + k2)"),
                                  (mid_full(t, h), "use both slopes: x + (h / 2) * (k1 + k2), not the second alone")]
             hint = "k1 = f(x, t); k2 = f(x + h * k1, t + h); x + (h / 2) * (k1 + k2)"
         else:
             mistakes = common + [(mid_t(t, h), "evaluate the midpoint slope at time t + h / 2"),
+                                 (mid_back(t, h), backwards),
                                  (mid_full(t, h), "go half a step (h / 2) to the midpoint, not a full step"),
                                  (x + (h / 2) * (f(x, t) + f(x + h * f(x, t), t + h)), "that is a Heun step; the midpoint method uses the slope at the half step only")]
             hint = "x + h * f(x + (h / 2) * f(x, t), t + h / 2)"

@@ -1,6 +1,8 @@
 """Exercises: every check passes on the reference, says 'not implemented yet' on the stub and names known
 mistakes; the learner notebooks are generated from the solution notebooks and are current; they run as given."""
 import contextlib
+import importlib
+import importlib.util
 import io
 import json
 import math
@@ -48,8 +50,8 @@ def cases():
     rows = [
         ("1.1", interpolate, lambda x0, x1, t: interpolate(x1, x0, t), "time runs the wrong way", None),
         ("1.2", flow_matching_loss, lambda m, x0, t, x1: mse(m(interpolate(x0, x1, t), t), x0 - x1), "wrong sign", None),
-        ("1.3", my_euler, euler_reversed, "times run the wrong way", None),
-        ("2.1", sincos_2d, lambda g, d: torch.cat([sincos_2d(g, d)[:, d // 2:], sincos_2d(g, d)[:, :d // 2]], 1), "halves are swapped", None),
+        ("1.3", my_euler, euler_reversed, "did you pass 1 - t to the model, or loop t upward?", None),
+        ("2.1", sincos_2d, lambda g, d: torch.cat([sincos_2d(g, d)[:, d // 2:], sincos_2d(g, d)[:, :d // 2]], 1), "row and column are swapped", None),
         ("2.2", explicit_attention, lambda q, k, v: (q @ k.transpose(-2, -1)).softmax(-1) @ v, "1 / sqrt(d)", None),
         ("2.3", my_unpatchify, lambda tok, p, C: tok.reshape(len(tok), C, math.isqrt(tok.shape[1]) * p, -1), "plain reshape", None),
         ("3.1", lambda c, u, w: u + w * (c - u), lambda c, u, w: (1 + w) * c - w * u, "(1 + w) v_c - w v_u convention", "guidance"),
@@ -109,6 +111,80 @@ def test_wrong_answer_gets_a_helpful_message(exercise):
     need(module)
     res = run(exercise, resolve(wrong))
     assert not res.ok and res.message.startswith(f"✗ Exercise {exercise}:") and words in res.message, res.message
+
+
+def euler_one_minus_t(model, x, n):   # steps from t = 1 down to 0 but hands the model 1 - t
+    ts = torch.linspace(1.0, 0.0, n + 1)
+    for i in range(n): x = x + (ts[i + 1] - ts[i]) * model(x, (1 - ts[i]).expand(len(x)))
+    return x
+
+
+MORE_WRONG = [   # wrong functions a learner might write, whose mistakes the checks name
+    ("1.3", euler_one_minus_t, "did you pass 1 - t to the model"),
+    ("2.2", lambda q, k, v: (q.transpose(-2, -1) @ k / math.sqrt(q.shape[-1])).softmax(-1) @ v, "the scores are Q K^T"),
+    ("3.1", lambda c, u, w: c + w * (c - u), "(1 + w) v_c - w v_u convention"),
+    ("4.1", lambda f, x, t, h: x + (h / 2) * (f(x, t) + f(x + h * f(x, t), t - h)), "h is already negative"),
+    ("4.2", lambda f, x, t, h: x + h * f(x + (h / 2) * f(x, t), t - h / 2), "h is already negative"),
+]
+
+
+@pytest.mark.parametrize("exercise, wrong, words", MORE_WRONG, ids=[f"{r[0]}-{i}" for i, r in enumerate(MORE_WRONG)])
+def test_more_wrong_functions_are_named(exercise, wrong, words):
+    need(CASES[exercise][4])
+    res = run(exercise, wrong)
+    assert not res.ok and words in res.message, res.message
+
+
+# ---- every named mistake of every check comes out with its own hint
+# A check hands `_value_problem(got, want, mistakes, case, hint)` a list of `(what the mistake returns, its hint)` per
+# case. Recording those lists on the reference gives every named mistake; handing each one back as the learner's result,
+# in every case that lists it, must print its own hint: not ✓ (it equals the reference everywhere), not an earlier
+# entry's hint (it equals that one wherever it differs from the reference), not "values differ".
+
+def mistake_key(mistakes, i):
+    "An entry's name: its hint and how many entries before it share that hint (cases may list different entries)."
+    hint = mistakes[i][1]
+    return hint, sum(h == hint for _, h in mistakes[:i])
+
+
+def recorded_mistakes(exercise):
+    "The named mistakes check `exercise` lists on the reference, in order; [] when the package lacks its module."
+    _, ref, _, _, module = CASES[exercise]
+    if module and importlib.util.find_spec(f"from_noise_to_images.{module}") is None: return []
+    if isinstance(ref, str): ref = getattr(importlib.import_module(f"from_noise_to_images.{ref.split('.')[0]}"), ref.split(".")[1])
+    keys, real = [], ex._value_problem
+    def record(got, want, mistakes, case, generic_hint):
+        for i in range(len(mistakes)):
+            if (k := mistake_key(mistakes, i)) not in keys: keys.append(k)
+        return real(got, want, mistakes, case, generic_hint)
+    ex._value_problem = record
+    try:
+        with contextlib.redirect_stdout(io.StringIO()): res = ex.CHECKS[exercise](ref, return_result=True)
+    finally: ex._value_problem = real
+    assert res.ok, res.message
+    return keys
+
+
+MISTAKES = [(e, key) for e in sorted(CASES) for key in recorded_mistakes(e)]
+
+
+def test_every_check_names_mistakes():
+    for e in sorted(CASES):
+        if CASES[e][4] and importlib.util.find_spec(f"from_noise_to_images.{CASES[e][4]}") is None: continue
+        assert any(x == e for x, _ in MISTAKES), f"check {e} names no mistakes"
+
+
+@pytest.mark.parametrize("exercise, key", MISTAKES, ids=[f"{e}-{i}" for i, (e, _) in enumerate(MISTAKES)])
+def test_every_named_mistake_gets_its_own_hint(exercise, key, monkeypatch):
+    real = ex._value_problem
+    def as_learner(got, want, mistakes, case, generic_hint):   # the learner returned this mistake (where listed)
+        got = next((m for i, (m, _) in enumerate(mistakes) if mistake_key(mistakes, i) == key), want)
+        return real(got, want, mistakes, case, generic_hint)
+    monkeypatch.setattr(ex, "_value_problem", as_learner)
+    res = run(exercise, resolve(CASES[exercise][1]))
+    hint = key[0]
+    assert not res.ok and res.message.startswith(f"✗ Exercise {exercise}: {hint} ("), \
+        f"the mistake named {hint!r} got: {res.message}"
 
 
 @pytest.mark.parametrize("exercise", sorted(CASES))
