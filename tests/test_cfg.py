@@ -60,7 +60,8 @@ def test_doubled_batch_equals_two_passes_on_every_channel(cdit, batch, w):
     assert v.shape == (5, 3, 8, 8)
     for ch in range(3):   # every channel is guided (DiT's reference code guides only some)
         torch.testing.assert_close(v[:, ch], want[:, ch], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(v, (1 + (w - 1)) * v_c - (w - 1) * v_u, atol=1e-5, rtol=1e-5)   # (1 + w') form
+    # Ho & Salimans' (1 + w') v_c - w' v_u is this same formula with w' = w - 1 (their w' = 0 is our w = 1, the plain
+    # conditional velocity pinned above); restating it here could not fail on its own, so it is not asserted again.
 
 
 class Spy(nn.Module):

@@ -158,16 +158,24 @@ def test_non_finite_loss_stops_and_leaves_last_checkpoint_untouched(tmp_path, ev
 
 
 def test_grad_clip_bounds_the_update(tmp_path):
-    "With a tiny clip and plain SGD-like scale, one step moves the weights less than without clipping."
-    moved = {}
-    for clip in (None, 1e-3):
+    """The gradients AdamW steps with have total norm <= grad_clip (and are the unclipped ones scaled down
+    uniformly); without clipping the same step's gradient norm is well above that clip."""
+    clip, seen = 1e-3, {}
+    for c in (None, clip):
         torch.manual_seed(0)
-        net = tiny_net(); before = [p.detach().clone() for p in net.parameters()]
-        t = Trainer(net, [torch.rand(8, 1, 28, 28) * 2 - 1], lr=1e-2, weight_decay=0.0, device="cpu", seed=0, grad_clip=clip)
+        t = Trainer(tiny_net(), [torch.rand(8, 1, 28, 28) * 2 - 1], lr=1e-2, weight_decay=0.0, device="cpu", seed=0, grad_clip=c)
+        assert t.train_config["grad_clip"] == c
+        def record(opt, args, kwargs, c=c):   # runs inside optimizer.step(), after clipping
+            seen[c] = [p.grad.detach().clone() for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        t.optimizer.register_step_pre_hook(record)
         torch.manual_seed(0); t.train_step(t.dataloader[0])
-        assert t.train_config["grad_clip"] == clip
-        moved[clip] = sum((p.detach() - b).norm() for p, b in zip(net.parameters(), before))
-    assert moved[1e-3] < moved[None]
+    norm = {c: torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in gs])).item() for c, gs in seen.items()}
+    assert len(seen[clip]) == len(seen[None]) == sum(1 for _ in tiny_net().parameters())
+    assert norm[None] > 10 * clip, norm
+    assert norm[clip] <= clip * (1 + 1e-4), norm
+    scale = norm[clip] / norm[None]                     # one factor for every tensor: the direction is kept
+    for g_clip, g_raw in zip(seen[clip], seen[None]):
+        torch.testing.assert_close(g_clip, g_raw * scale, rtol=1e-4, atol=1e-12)
 
 
 def test_atomic_save_failure_keeps_previous_file(tmp_path):

@@ -1,4 +1,6 @@
 "Metrics: closed forms, and the behaviour the chapter relies on (noise/blur raise FD, dropped classes lower recall, copies are caught)."
+import inspect
+
 import pytest
 import torch
 import torchvision.transforms.functional as TF
@@ -65,9 +67,18 @@ def test_precision_recall_identical_sets_and_dropped_classes(mnist):
 
 
 def test_density_coverage(mnist):
+    # Identical sets: ball j (radius: distance to its k-th nearest other point) holds its own centre and its k
+    # nearest neighbours, so with no ties the counts sum to N (k + 1) and density is exactly (k + 1) / k.
+    k = inspect.signature(density_coverage).parameters["k"].default
+    pts = torch.randn(200, 16, generator=torch.Generator().manual_seed(0))
+    d = torch.cdist(pts.double(), pts.double()).fill_diagonal_(float("inf")).sort(1).values
+    assert (d[:, k] - d[:, k - 1]).min() > 1e-4   # no ties at the k-th neighbour, not even within float32 error
+    synth = density_coverage(pts, pts)
+    assert synth["density"] == pytest.approx((k + 1) / k, rel=1e-6) and synth["coverage"] == 1.0
     real = mnist["real"][:N]
     dc = density_coverage(real, real)
-    assert dc["coverage"] == pytest.approx(1.0) and 0.8 < dc["density"] < 1.5
+    # the same on real features, up to a couple of float32 distance ties among N points (each adds 1 / (k N))
+    assert dc["coverage"] == pytest.approx(1.0) and dc["density"] == pytest.approx((k + 1) / k, abs=2 / (k * N))
     blurred = density_coverage(real, features(TF.gaussian_blur(mnist["x_test"][2 * N:3 * N], 7, 2.0)))
     assert blurred["density"] < 0.5 * dc["density"]
 

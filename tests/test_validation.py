@@ -85,5 +85,3 @@ def test_unknown_cli_model_name():
     with pytest.raises(ValueError, match="unknown model 'gan': choose one of ") as e: build_named_model("gan")
     assert all(name in str(e.value) for name in MODELS) and "dit" in MODELS and "unet" in MODELS
 
-
-def test_enough_cases(): assert len(CASES) >= 20
