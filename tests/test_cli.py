@@ -181,8 +181,9 @@ def test_evaluate_prints_metrics_json_and_sample_takes_a_solver(tmp_path, env):
     assert r.returncode == 0, r.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert json.loads(r.stdout) == metrics
-    text = json.dumps(metrics)
-    for key in ("fd", "precision", "recall"): assert key in text.lower()
+    m = metrics["metrics"]
+    assert {"fd", "kid", "precision", "recall", "density", "coverage"} <= set(m) and metrics["num_samples"] == 64
+    assert all(np.isfinite(m[k]) for k in m) and m["fd"] > 0 and 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1
     r = cli(env, "sample", out / "model.pt", "--num-samples", "4", "--steps", "3", "--solver", "heun",
             "--out", tmp_path / "heun.png", "--device", "cpu", "--no-progress")
     assert r.returncode == 0, r.stderr

@@ -90,11 +90,30 @@ def test_resume_with_device_batches_matches_uninterrupted(tmp_path):
 def test_helpers_on_cpu():
     assert not is_distributed() and shard(6) == slice(0, 6)
     t = torch.ones(3); assert all_mean(t) is t
-    with autocast("cpu", enabled=False): pass
+    a = torch.ones(2, 2)
+    with autocast("cpu", enabled=False): assert (a @ a).dtype == torch.float32
+    with autocast("cpu"): assert (a @ a).dtype == torch.bfloat16
     timer = CompileTimer(); timer.record(5.0); assert timer.compile_s is None; timer.record(1.0); assert timer.compile_s == 4.0
     m = tiny_dit()
     a = sample(m, 4, (1, 8, 8), 3, "cpu", seed=0)
     assert a.is_inference() and a.shape == (4, 1, 8, 8)
+
+
+def test_bf16_autocast_trains_like_fp32_with_fp32_weights():
+    "amp=True: the matmuls run in bf16 (the losses differ from fp32's), while the weights and AdamW's state stay fp32 and it trains as well."
+    x, _ = data(64)
+    runs = {}
+    for amp in (False, True):
+        torch.manual_seed(0)
+        t = Trainer(tiny_dit(), DeviceBatches(x, batch_size=16, seed=5), lr=3e-3, device="cpu", seed=0, amp=amp)
+        with redirect_stdout(io.StringIO()): t.train(10, progress=False)
+        runs[amp] = t
+    bf16, fp32 = runs[True], runs[False]
+    assert bf16.step_losses[0] != fp32.step_losses[0]                                   # bf16 really ran
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())
+    assert all(v.dtype == torch.float32 for st in bf16.optimizer.state.values() for v in st.values() if v.is_floating_point())
+    assert bf16.losses[-1] < 0.8 * bf16.losses[0]                                        # the loss falls
+    assert abs(bf16.losses[-1] - fp32.losses[-1]) < 0.05 * fp32.losses[-1]               # as far as in fp32
 
 
 @pytest.mark.parametrize("num_classes", [None, 10])
