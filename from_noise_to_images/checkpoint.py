@@ -6,7 +6,7 @@
 __all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'MODEL_CLASSES', 'CheckpointError', 'atomic_torch_save', 'checkpoint_path',
            'list_checkpoints', 'prune_checkpoints', 'loader_generators', 'get_rng_state', 'set_rng_state', 'EMA',
            'register_model_class', 'model_class', 'build_model', 'load_checkpoint', 'check_state_dict',
-           'resolve_checkpoint', 'load_model']
+           'resolve_checkpoint', 'load_model', 'checkpoint_preset']
 
 # %% ../nbs/81_checkpoints.ipynb #84fb28ea
 import copy
@@ -261,3 +261,10 @@ def load_model(path, device=None, use_ema: bool = True) -> nn.Module:
     model.load_state_dict(weights)
     model.weights = "ema" if use_ema and ema is not None else "raw"
     return model.to(device if device is not None else "cpu").eval()
+
+# %% ../nbs/81_checkpoints.ipynb #42b81824
+def checkpoint_preset(path) -> str | None:
+    "The preset a chapter recorded in checkpoint `path` (`run_config=dict(preset=...)`); None if the file is missing, unreadable or has none."
+    try: state = load_checkpoint(path)
+    except CheckpointError: return None
+    return ((state.get("train_config") or {}).get("run") or {}).get("preset")
