@@ -250,7 +250,8 @@ class Trainer:
     def _check_weights(self) -> None:
         "Raise `NonFiniteLossError` if a weight is NaN or infinite: a step can have a finite loss and a NaN gradient."
         weights = list(self.model.parameters()) + (list(self.ema.model.parameters()) if self.ema is not None else [])
-        if not torch.stack([torch.isfinite(w).all() for w in weights]).all():   # one host sync, when saving
+        sums = torch.stack([w.detach().sum(dtype=torch.float32) for w in weights])   # NaN or inf if any element is
+        if not torch.isfinite(sums).all():                                             # one host sync, when saving
             since = f"since step {self._saved_at[0]}" if self._saved_at else "in this run"
             last = f"the last checkpoint, {self.last_checkpoint}, is untouched" if self.last_checkpoint else "no checkpoint was written"
             raise NonFiniteLossError(f"the weights became NaN or infinite at some step {since} (up to step {self.step}) "
