@@ -58,6 +58,9 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "{pkg}", "fastcore"], check=True)
+    # The checkpoints that later chapters reuse (phase1_model.pt, ...) vanish with the runtime. To keep them, run every
+    # chapter from one Google Drive folder: uncomment the next line.
+    # from google.colab import drive; import os; drive.mount("/content/drive"); os.makedirs(d := "/content/drive/MyDrive/fnti", exist_ok=True); os.chdir(d)
     import torch
     if torch.cuda.is_available():
         print(f"Colab GPU: {{torch.cuda.get_device_name(0)}}")
