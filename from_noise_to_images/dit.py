@@ -215,7 +215,8 @@ class DiT(nn.Module):
         if adaln_zero: nn.init.zeros_(self.final_linear.weight); nn.init.zeros_(self.final_linear.bias)
 
     def condition(self, t: torch.Tensor, batch_size: int, y: torch.Tensor | None = None, drop_labels: bool = True) -> torch.Tensor:
-        "The vector `(B, 4 * embed_dim)` that every adaLN reads: the time embedding, plus the label embedding of `y` if `num_classes` is set."
+        """The vector `(B, 4 * embed_dim)` that every adaLN reads: the time embedding, plus the label embedding of `y` if
+        `num_classes` is set (with label dropout in training mode, unless `drop_labels=False`: the caller dropped them)."""
         t = torch.as_tensor(t, dtype=torch.float32, device=self.final_linear.weight.device).reshape(-1)
         if t.numel() == 1: t = t.expand(batch_size)
         if t.shape != (batch_size,):

@@ -308,7 +308,9 @@ def check_shards(loader) -> None:
     checks each batch as it comes, which for the last one of an epoch without drop_last is an epoch too late)."""
     w, b = world_size(), getattr(loader, "batch_size", None)
     if w == 1 or b is None: return                              # one process, or batches of unknown size
-    sizes, n = {b}, len(getattr(loader, "sampler", None) or getattr(loader, "images", ()))
+    try: n = len(loader.sampler) if hasattr(loader, "sampler") else len(getattr(loader, "images", ()))
+    except TypeError: return                                    # an iterable dataset: its length is unknown
+    sizes = {b}
     if not getattr(loader, "drop_last", True) and n % b: sizes.add(n % b)   # the epoch's last, shorter batch
     if bad := sorted(s for s in sizes if s % w):
         raise ValueError(f"batches of {' and '.join(map(str, bad))} images do not split evenly over {w} processes: "

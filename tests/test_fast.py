@@ -369,3 +369,6 @@ def test_check_shards_fails_before_training(monkeypatch):
     with pytest.raises(ValueError, match="batches of 15 images do not split evenly over 2 processes: use a batch size divisible by 2$"):
         fast.check_shards(DeviceBatches(x, y, batch_size=15, drop_last=True))
     fast.check_shards([(x, y)])                                                                 # unknown sizes: checked per batch
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self): return iter(zip(x, y))
+    fast.check_shards(DataLoader(Stream(), batch_size=15))                                      # no length: likewise
