@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .core import DatasetNotFoundError, device_arg, get_device, mnist_loader, save_images, seed_everything
+from .core import DEVICE_HELP, DatasetNotFoundError, device_arg, get_device, mnist_loader, save_images, seed_everything
 from .models import SimpleUNet
 from .sampling import sample
 from .fast import compile_model, is_main_process, teardown_distributed
@@ -72,7 +72,7 @@ def _ema_decay(s):
     if not 0 <= v < 1: raise argparse.ArgumentTypeError(f"expected a number in [0, 1) (0 turns EMA off), got {v}")
     return v
 
-_DEVICE_HELP = "cpu, cuda, cuda:N or mps, checked against this machine (default: the best available)"
+
 
 # %% ../nbs/80_cli.ipynb #c1fa7360
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, default=None, help="output directory (default: runs/fnti, or the --resume folder)")
     t.add_argument("--data-dir", type=Path, default=None,
                    help="directory holding MNIST/raw (default: $FNTI_DATA_DIR, else ~/.cache/from_noise_to_images; downloads if missing)")
-    t.add_argument("--device", type=device_arg, default=None, help=_DEVICE_HELP)
+    t.add_argument("--device", type=device_arg, default=None, help=DEVICE_HELP)
     t.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     t.add_argument("--compile", action="store_true",
                    help="torch.compile the model's blocks and, on one GPU, record each step as a CUDA graph (compile time printed)")
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG file to write (default: samples.png)")
     s.add_argument("--nrow", type=_positive_int, default=8, help="images per grid row (default: 8)")
     s.add_argument("--no-ema", action="store_true", help="use the raw training weights even when the checkpoint has EMA weights")
-    s.add_argument("--device", type=device_arg, default=None, help=_DEVICE_HELP)
+    s.add_argument("--device", type=device_arg, default=None, help=DEVICE_HELP)
     s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     s.add_argument("--compile", action="store_true",
                    help="sample through torch.compile (fast.compile_model): pays off for large grids, after a compile of about 10 s on a CPU")
@@ -153,6 +153,7 @@ def _resume_dir(path: Path) -> tuple[Path, Path]:
 def cmd_train(a) -> dict:
     device = torch.device(a.device) if a.device else get_device()
     defaults = build_parser().parse_args(["train"])
+    keep_last = {"keep_last": a.keep_last} if a.keep_last else {}   # else the Trainer's default, or the resumed run's
     if a.resume is not None:
         out, where = _resume_dir(a.resume)
         out = a.out or out
@@ -166,7 +167,7 @@ def cmd_train(a) -> dict:
         trainer = Trainer.from_checkpoint(path, loader, device=device, checkpoint_dir=Path(out) / "checkpoints",
                                           compile=a.compile, amp=a.amp, cuda_graph=a.cuda_graph,
                                           **({"checkpoint_every": a.checkpoint_every} if a.checkpoint_every else {}),
-                                          **({"keep_last": a.keep_last} if a.keep_last else {}))
+                                          **keep_last)
         name, seed = run.get("model", state["model_class"]), run["seed"]
     else:
         out = Path(a.out or "runs/fnti")
@@ -177,7 +178,7 @@ def cmd_train(a) -> dict:
         loader = mnist_loader(batch_size=a.batch_size, subset=a.subset or None, data_dir=a.data_dir, seed=a.seed)
         run = {k: getattr(a, k) for k in _RUN_KEYS}
         trainer = Trainer(build_named_model(a.model), loader, lr=a.lr, weight_decay=a.weight_decay, device=device,
-                          checkpoint_dir=out / "checkpoints", checkpoint_every=a.checkpoint_every, keep_last=a.keep_last or 3,
+                          checkpoint_dir=out / "checkpoints", checkpoint_every=a.checkpoint_every, **keep_last,
                           ema_decay=a.ema_decay or None, grad_clip=a.grad_clip, run_config=run, compile=a.compile, amp=a.amp, cuda_graph=a.cuda_graph)
         name, seed = a.model, a.seed
     out = Path(out); out.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import from_noise_to_images
-from .core import device_arg, get_device, mnist_tensors
+from .core import DEVICE_HELP, device_arg, get_device, mnist_tensors
 
 # %% ../nbs/04_1_metrics.ipynb #df57eb4b
 class MNISTEvaluator(nn.Module):
@@ -364,8 +364,7 @@ def add_evaluate_arguments(p):
     p.add_argument("--batch-size", type=int, default=500, help="images per sampling batch (default: 500)")
     p.add_argument("--no-floor", action="store_true", help="skip the real-vs-real floor")
     p.add_argument("--no-memorisation", action="store_true", help="skip the nearest-training-image check")
-    p.add_argument("--device", type=device_arg, default=None,
-                   help="cpu, cuda, cuda:N or mps, checked against this machine (default: the best available)")
+    p.add_argument("--device", type=device_arg, default=None, help=DEVICE_HELP)
     p.add_argument("--compile", action="store_true",
                    help="sample through torch.compile (fast.compile_model): faster over thousands of samples, after a compile of about 10 s on a CPU")
     return p

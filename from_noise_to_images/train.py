@@ -242,10 +242,12 @@ class Trainer:
         if len(bad):
             i = int(bad[0])
             step = self.step - len(losses) + i + 1
-            last = f"the last checkpoint, {self.last_checkpoint}, is untouched" if self.last_checkpoint else "no checkpoint was written"
             raise NonFiniteLossError(f"the loss became {losses[i].item()} at step {step} (epoch {self.epoch + 1}, batch {i + 1}); "
-                                     f"training stopped and {last}. Try a lower learning rate or grad_clip.")
+                                     f"training stopped and {self._last_checkpoint_note()}. Try a lower learning rate or grad_clip.")
         return losses
+
+    def _last_checkpoint_note(self) -> str:
+        return f"the last checkpoint, {self.last_checkpoint}, is untouched" if self.last_checkpoint else "no checkpoint was written"
 
     def _check_weights(self) -> None:
         "Raise `NonFiniteLossError` if a weight is NaN or infinite: a step can have a finite loss and a NaN gradient."
@@ -253,9 +255,8 @@ class Trainer:
         sums = torch.stack([w.detach().sum(dtype=torch.float32) for w in weights])   # NaN or inf if any element is
         if not torch.isfinite(sums).all():                                             # one host sync, when saving
             since = f"since step {self._saved_at[0]}" if self._saved_at else "in this run"
-            last = f"the last checkpoint, {self.last_checkpoint}, is untouched" if self.last_checkpoint else "no checkpoint was written"
             raise NonFiniteLossError(f"the weights became NaN or infinite at some step {since} (up to step {self.step}) "
-                                     f"while the loss stayed finite; {last}. Try a lower learning rate or grad_clip.")
+                                     f"while the loss stayed finite; {self._last_checkpoint_note()}. Try a lower learning rate or grad_clip.")
 
     def state_dict(self) -> dict:
         "Everything needed to continue exactly, as tensors and plain values (`torch.load(..., weights_only=True)`)."
