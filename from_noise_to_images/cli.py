@@ -111,8 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
                    help="record each step as one CUDA graph (one GPU; default: with --compile there)")
     t.add_argument("--amp", action="store_true",
-                   help="bf16 autocast (GPUs; opt-in: faster there, but 30-epoch runs in it collapsed before the DiT kept "
-                        "its residual stream in fp32; slower on CPUs)")
+                   help="bf16 autocast (GPUs: faster there, opt-in while one run backs it; slower on CPUs)")
     s = sub.add_parser("sample", help="generate a grid of digits from a checkpoint",
                        description="Load a checkpoint (its EMA weights when it has them) and integrate from noise to "
                                    "images with an ODE solver; write a PNG grid.")

@@ -1,7 +1,7 @@
 """Chapter 2: the Diffusion Transformer (`from_noise_to_images.dit`).
 
 Pins the seed's configuration (12,351,760 parameters), every shape of the traced forward pass,
-the 2D positional embedding's properties, attention against the explicit formula, adaLN's
+the 2D positional embedding's properties, attention against the explicit formula (and in fp32 under bf16 autocast), adaLN's
 dependence on t, learning on a small subset, the construction and input errors, other sizes,
 the adaLN-Zero variant, and the seed chapter's calls, unchanged.
 """
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from from_noise_to_images.dit import (DiT, AdaLN, Attention, PatchEmbed, TimestepEmbedding, CPU_EXPLICIT_MAX_TOKENS,
                                       explicit_attention, fused_attention_pays, sincos_1d, sincos_2d)
+from from_noise_to_images import dit as dit_module
 from from_noise_to_images.models import timestep_embedding
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -358,3 +359,29 @@ def test_residual_stream_stays_in_the_parameters_dtype_under_autocast():
         out = model(x, t)
     assert seen == [(torch.float32, torch.float32)] * 2          # in bf16, updates below 1/256 of the stream would vanish
     assert out.dtype == torch.bfloat16                            # the last Linear still runs in bf16
+
+
+def test_attention_runs_in_fp32_under_autocast(monkeypatch):
+    """Under bf16 autocast q, k and v reach the attention in fp32 (`Attention.upcast`), by both routes (the formula to
+    train on a CPU, SDPA for inference); with `upcast = False` they arrive in bf16, as in the GPU runs that collapsed."""
+    seen, real_explicit, real_sdpa = [], dit_module.explicit_attention, F.scaled_dot_product_attention
+    monkeypatch.setattr(dit_module, "explicit_attention", lambda q, k, v, **kw: seen.append(("explicit", q.dtype, k.dtype, v.dtype)) or real_explicit(q, k, v, **kw))
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda q, k, v, **kw: seen.append(("sdpa", q.dtype, k.dtype, v.dtype)) or real_sdpa(q, k, v, **kw))
+    torch.manual_seed(0)
+    model = DiT(img_size=8, patch_size=4, in_channels=1, embed_dim=32, depth=2, num_heads=4)
+    x, t = torch.randn(2, 1, 8, 8), torch.rand(2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        trained = model(x, t)
+        with torch.no_grad(): model(x, t)
+    f32, bf16 = torch.float32, torch.bfloat16
+    assert seen == [("explicit", f32, f32, f32)] * 2 + [("sdpa", f32, f32, f32)] * 2
+    assert trained.dtype == bf16 and trained.requires_grad
+    trained.float().square().mean().backward()                   # gradients flow back through the casts
+    assert model.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    seen.clear()
+    for m in model.modules():
+        if isinstance(m, Attention): m.upcast = False
+    with torch.autocast("cpu", dtype=torch.bfloat16): model(x, t)
+    assert seen == [("explicit", bf16, bf16, bf16)] * 2
+    seen.clear(); model(x, t)                                    # without autocast nothing is cast
+    assert seen == [("explicit", f32, f32, f32)] * 2
