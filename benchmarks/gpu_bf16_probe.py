@@ -1,22 +1,26 @@
-"""Does bf16 still collapse? Every 30-epoch run of the seed recipe with bf16 autocast (three, on two H200s, before
-2026-11-27) went from a loss of 0.20 back to 1.0-1.38 around epoch 20, and no fp32 run did. In those runs the DiT's
-residual stream was itself bf16: the position embedding was cast to the tokens' dtype, so every `x + branch` stayed
-bf16 and an update much smaller than the stream was rounded away. The DiT now adds its fp32 table as DiT's own code
-does, which keeps the stream fp32 under autocast (only the matmuls and attention run in bf16). This probe trains the
-recipe in bf16 with the fast path (`Trainer(compile=True, amp=True)`: the step graph, blocks compiled) once per
-variant, and after every epoch runs one fixed batch through the model to record what might grow past bf16's 8-bit
-mantissa:
+"""Does bf16 collapse? Every 30-epoch run of the seed recipe with bf16 autocast and attention in bf16 (five, on H200s,
+2026-11-27) went from a loss of 0.20 back to 1.0-1.38 around epoch 18-21; no fp32 run did. This probe found why:
+- not the residual stream: in the first runs it was itself bf16 (the position embedding was cast to the tokens'
+  dtype); the DiT now adds its fp32 table as DiT's own code does, so the stream stays fp32 under autocast, and that
+  run (variant `bf16_attention_bf16`) collapsed at epoch 18 all the same;
+- attention in bf16: block 0's largest attention logit went 5 (epoch 10), 15, 27, 72, 634 (epoch 17), then 2e6
+  (epoch 18) as the loss rose, the failure Qiu & Yao (2025, "Why low-precision transformer training fails") trace to
+  biased bf16 rounding inside attention. The DiT now runs attention itself in fp32 under autocast
+  (`Attention.upcast`; the projections stay bf16): variant `bf16`, which ended at 0.1907 against fp32's 0.1899,
+  its largest logit at 48.8 against 49.2 (benchmarks/results/gpu_bf16_probe.json).
 
+This probe trains the recipe with the fast path (`Trainer(compile=True)`: the step graph, blocks compiled) once per
+variant, and after every epoch runs one fixed batch through the model to record what might grow:
 - the residual stream: its RMS, largest value and dtype at each block's input;
 - the attention logits q.k / sqrt(d): their largest magnitude in each block, computed in fp32 from the block's input.
 
-Variants: `bf16` (the package as it is: the stream in fp32) and `bf16_residual_bf16` (the stream cast to bf16 after
-the position embedding, as in the runs that collapsed). If the first does not collapse and the second does, the
-change was the fix, and `gpu_recipe.py --amp` measures what bf16 buys.
+Variants: `bf16` (the package as it is), `bf16_attention_bf16` (attention in bf16, `Attention.upcast = False`),
+`bf16_residual_bf16` (that and the stream cast to bf16 after the position embedding, as in the first runs), `fp32`
+(no autocast: how far the logits grow without bf16).
 Writes gpu_bf16_probe.json to --out (JSON rewritten after every epoch). Needs CUDA; `--smoke` checks the script on a
 CPU: one epoch of 128 images per variant, uncompiled (bf16 has no CPU hardware here: it is 30x slower than fp32).
 
-    python benchmarks/gpu_bf16_probe.py [--epochs 30] [--variants bf16,bf16_residual_bf16] [--out DIR] [--smoke]
+    python benchmarks/gpu_bf16_probe.py [--epochs 30] [--variants bf16,fp32] [--seed 0] [--out DIR] [--smoke]
 """
 import argparse
 import contextlib
@@ -30,15 +34,16 @@ import torch
 
 from common import RESULTS, load_average, machine, seed_dit
 from from_noise_to_images.core import mnist_loader, seed_everything
+from from_noise_to_images.dit import Attention
 from from_noise_to_images.fast import autocast, synchronize
 from from_noise_to_images.train import Trainer
 
-VARIANTS = ("bf16", "bf16_residual_bf16")   # the package first: a lease may end before the second
+VARIANTS = ("bf16", "bf16_attention_bf16", "bf16_residual_bf16", "fp32")   # the package first: a lease may end early
 
 
 @torch.no_grad()
-def probe(model, x0, t, x1, device) -> dict:
-    "Per block: residual stream RMS and max |value| at its input, max |attention logit|; one fixed batch, bf16 autocast."
+def probe(model, x0, t, x1, device, amp: bool) -> dict:
+    "Per block: residual stream RMS and max |value| at its input, max |attention logit|; one fixed batch, as trained."
     stats = []
     def hook(block, inputs):
         h = inputs[0]
@@ -50,7 +55,7 @@ def probe(model, x0, t, x1, device) -> dict:
     handles = [b.register_forward_pre_hook(hook) for b in model.blocks]
     was_training = model.training; model.eval()
     try:
-        with autocast(device, True):
+        with autocast(device, amp):
             xt = (1 - t[:, None, None, None]) * x0 + t[:, None, None, None] * x1
             v = model(xt, t).float()
         loss = (v - (x1 - x0)).pow(2).mean().item()
@@ -61,21 +66,25 @@ def probe(model, x0, t, x1, device) -> dict:
 
 
 def run_variant(name, a, device, record, out) -> None:
-    seed_everything(0)
-    loader = mnist_loader(batch_size=a.batch_size, subset=a.subset, seed=0)
+    seed_everything(a.seed)
+    loader = mnist_loader(batch_size=a.batch_size, subset=a.subset, seed=a.seed)
     model = seed_dit()
+    if name in ("bf16_attention_bf16", "bf16_residual_bf16"):
+        for m in model.modules():
+            if isinstance(m, Attention): m.upcast = False
     if name == "bf16_residual_bf16":   # the stream starts bf16; bf16 + bf16 branch -> bf16 at every residual add
         model.pos_embed.register_forward_hook(lambda m, i, o: o.to(torch.bfloat16))   # (it always runs under autocast)
+    amp = name != "fp32"
     g = torch.Generator().manual_seed(1)
     x0 = loader.dataset.tensors[0][:a.probe_batch].to(device)
     t, x1 = torch.rand(len(x0), generator=g).to(device), torch.randn(x0.shape, generator=g).to(device)
     t0 = time.perf_counter()
-    trainer = Trainer(model, loader, lr=1e-4, weight_decay=0.01, device=device, compile=not a.smoke, amp=True)
-    res = record["variants"][name] = dict(compile_mode=trainer.compile_mode, epochs=[])
+    trainer = Trainer(model, loader, lr=1e-4, weight_decay=0.01, device=device, compile=not a.smoke, amp=amp)
+    res = record["variants"][name] = dict(compile_mode=trainer.compile_mode, amp=amp, epochs=[])
     for epoch in range(a.epochs):
         with contextlib.redirect_stdout(io.StringIO()): loss = trainer.train(1, progress=False)[0]
         synchronize(device)
-        res["epochs"].append(dict(epoch=epoch + 1, loss=loss, wall_s=time.perf_counter() - t0, **probe(model, x0, t, x1, device)))
+        res["epochs"].append(dict(epoch=epoch + 1, loss=loss, wall_s=time.perf_counter() - t0, **probe(model, x0, t, x1, device, amp)))
         last = res["epochs"][-1]["blocks"][-1]
         print(f"{name} epoch {epoch + 1}: loss {loss:.4f}, last block: residual rms {last['rms']:.1f} "
               f"max {last['absmax']:.1f} ({last['dtype']}), logit max {last['logit_absmax']:.1f}", flush=True)
@@ -89,6 +98,7 @@ def main():
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--subset", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0, help="seeds the model's initialisation, the noise and the batch order")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--probe-batch", type=int, default=256, help="images in the fixed batch probed after each epoch")
@@ -99,7 +109,7 @@ def main():
     if a.smoke: device, a.epochs, a.subset, a.batch_size, a.probe_batch = torch.device("cpu"), 1, 128, 64, 32
     elif not torch.cuda.is_available(): sys.exit("gpu_bf16_probe.py needs a CUDA GPU; --smoke checks the script on a CPU")
     else: device = torch.device("cuda")
-    record = dict(benchmark="gpu_bf16_probe", device=str(device), epochs=a.epochs, batch_size=a.batch_size, subset=a.subset,
+    record = dict(benchmark="gpu_bf16_probe", device=str(device), seed=a.seed, epochs=a.epochs, batch_size=a.batch_size, subset=a.subset,
                   machine=machine(), load_average_start=load_average(), variants={})
     out = Path(a.out) / "gpu_bf16_probe.json"; out.parent.mkdir(parents=True, exist_ok=True)
     for name in variants:

@@ -1,5 +1,6 @@
-"""Milliseconds per training step of the seed DiT (batch 128) on one GPU, for each way of running the step: eager
-fp32 and bf16; the whole step (noise, loss, backward, AdamW) recorded as one CUDA graph (`Trainer(cuda_graph=True)`),
+"""Milliseconds per training step of the seed DiT (batch 128) on one GPU, for each way of running the step: first
+the step graph with compiled blocks (`compile=True`) in fp32 and bf16, each with attention through SDPA and written
+out (and bf16 with attention in bf16, as before `Attention.upcast`); eager fp32 and bf16; the whole step (noise, loss, backward, AdamW) recorded as one CUDA graph (`Trainer(cuda_graph=True)`),
 eager, with the blocks compiled, with the model compiled whole, and with max-autotune's matmuls; torch.compile in its
 default mode and with CUDA graphs ("reduce-overhead"; the model compiled whole, and its blocks compiled one by one,
 which pytorch#152887 may break); the compiled model with a compiled AdamW. First the bare model (forward and
@@ -15,6 +16,7 @@ Writes gpu_step.json to --out (default benchmarks/results). Needs CUDA; `--smoke
     python benchmarks/gpu_step.py [--steps 300] [--max-s 600] [--out DIR] [--smoke]
 """
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -24,6 +26,7 @@ import torch
 
 from common import RESULTS, load_average, machine, seed_dit
 from from_noise_to_images.budget import HOST_S_PER_OP, ops_per_training_step
+from from_noise_to_images import dit
 from from_noise_to_images.core import mnist_loader, seed_everything
 from from_noise_to_images.fast import compile_model, synchronize
 from from_noise_to_images.train import Trainer
@@ -31,23 +34,44 @@ from from_noise_to_images.train import Trainer
 RECIPE_STEPS = 30 * (60_000 // 128)   # the seed's recipe: 30 epochs at batch 128, as mnist_loader batches them (drop_last)
 CONFIGS = [  # (name, compile, amp, optimizer: the Trainer's (fused AdamW on CUDA) or compiled,
              #  blocks compiled one by one: None is compile_model's choice, whole with CUDA graphs,
-             #  the whole step as one CUDA graph: Trainer(cuda_graph=True))
-    ("eager_fp32", False, False, "trainer", None, False),
-    ("step_graph_eager_fp32", False, False, "trainer", None, True),
-    ("step_graph_compiled_blocks_fp32", True, False, "trainer", None, True),
+             #  the whole step as one CUDA graph: Trainer(cuda_graph=True),
+             #  attention: "sdpa" as the package runs it (fp32 under autocast), "explicit" the written-out formula
+             #  instead of scaled_dot_product_attention, "bf16" SDPA in bf16 under autocast (Attention.upcast off))
+    ("step_graph_compiled_blocks_fp32", True, False, "trainer", None, True, "sdpa"),
+    # on 2026-11-27 SDPA's fp32 kernels (cutlass memory-efficient, forward and backward) held 0.72 of a compiled fp32
+    # step's 3.88 ms on an H200, and bf16 with them took 3.13 ms a step against 2.59 with bf16 flash attention: on 49
+    # tokens the written-out formula (batched matmuls, a fused softmax) may be faster, in fp32 and under autocast
+    ("step_graph_compiled_blocks_fp32_explicit_attention", True, False, "trainer", None, True, "explicit"),
+    ("step_graph_compiled_blocks_bf16", True, True, "trainer", None, True, "sdpa"),
+    ("step_graph_compiled_blocks_bf16_explicit_attention", True, True, "trainer", None, True, "explicit"),
+    ("step_graph_compiled_blocks_bf16_attention_bf16", True, True, "trainer", None, True, "bf16"),
+    ("eager_fp32", False, False, "trainer", None, False, "sdpa"),
+    ("step_graph_eager_fp32", False, False, "trainer", None, True, "sdpa"),
     # inside the step graph, fusion across the blocks (the model compiled whole), and Triton's own matmuls with the
     # bias and GELU fused into them (max-autotune without CUDA graphs, which tries them against cuBLAS)
-    ("step_graph_compiled_whole_fp32", True, False, "trainer", False, True),
-    ("step_graph_max_autotune_blocks_fp32", "max-autotune-no-cudagraphs", False, "trainer", None, True),
-    ("compile_cudagraphs_fp32", "reduce-overhead", False, "trainer", None, False),
-    ("step_graph_compiled_blocks_bf16", True, True, "trainer", None, True),
-    ("eager_bf16", False, True, "trainer", None, False),
-    ("compile_default_fp32", "default", False, "trainer", None, False),
+    ("step_graph_compiled_whole_fp32", True, False, "trainer", False, True, "sdpa"),
+    ("step_graph_max_autotune_blocks_fp32", "max-autotune-no-cudagraphs", False, "trainer", None, True, "sdpa"),
+    ("compile_cudagraphs_fp32", "reduce-overhead", False, "trainer", None, False, "sdpa"),
+    ("eager_bf16", False, True, "trainer", None, False, "sdpa"),
+    ("compile_default_fp32", "default", False, "trainer", None, False, "sdpa"),
     # less compile time (2.3x less on a CPU), if CUDA graphs survive one graph replayed block after block (pytorch#152887)
-    ("compile_cudagraphs_fp32_blocks_one_by_one", "reduce-overhead", False, "trainer", True, False),
+    ("compile_cudagraphs_fp32_blocks_one_by_one", "reduce-overhead", False, "trainer", True, False, "sdpa"),
     # the optimizer took about 1 ms of host time per step on the H200's slow host: compile it too
-    ("compile_cudagraphs_fp32_compiled_adamw", "reduce-overhead", False, "compiled", None, False),
+    ("compile_cudagraphs_fp32_compiled_adamw", "reduce-overhead", False, "compiled", None, False, "sdpa"),
 ]
+
+
+@contextlib.contextmanager
+def attention(model, how: str):
+    "Run `model`'s attention as `how` says (see CONFIGS) while the context is open; compiling and recording happen inside."
+    if how not in ("sdpa", "explicit", "bf16"): raise ValueError(f"unknown attention variant {how!r}")
+    pays = dit.fused_attention_pays
+    if how == "explicit": dit.fused_attention_pays = lambda device, num_tokens, backward=True: False
+    if how == "bf16":
+        for m in model.modules():
+            if isinstance(m, dit.Attention): m.upcast = False
+    try: yield
+    finally: dit.fused_attention_pays = pays
 
 
 def step_ms(trainer, steps, warmup=5) -> tuple[float, float, list[float]]:
@@ -93,9 +117,10 @@ def profile_step(trainer, steps=10) -> dict:
                 gpu_ms_per_step=sum(getattr(e, "self_device_time_total", 0) for e in ev) / steps / 1e3)
 
 
-KERNEL_KINDS = (  # (kind, substrings of a kernel's lowercased name), first match wins
-    ("matmul", ("gemm", "xmma", "cutlass", "cublas", "sm90_", "sm80_", "ampere_", "aten::mm", "aten::addmm", "aten::bmm")),
+KERNEL_KINDS = (  # (kind, substrings of a kernel's lowercased name), first match wins: attention before matmul, since
+                 # cutlass's attention kernels (fmha_cutlassF/B...) also name cutlass
     ("attention", ("flash", "fmha", "attention", "softmax")),
+    ("matmul", ("gemm", "xmma", "cutlass", "cublas", "sm90_", "sm80_", "ampere_", "aten::mm", "aten::addmm", "aten::bmm")),
     ("optimizer (AdamW)", ("adam",)),
     ("fused reductions (LayerNorm, sums)", ("triton_red", "triton_per", "layer_norm")),
     ("fused elementwise", ("triton_poi", "cpp_fused")),
@@ -139,8 +164,10 @@ def main():
     a = p.parse_args()
     if a.smoke:   # on a CPU: the eager step, the compiled optimizer (compile's default mode), the whole model compiled
         device, a.steps, subset = torch.device("cpu"), 3, 2048
-        configs = [CONFIGS[0], ("compiled_adamw_cpu_smoke", "default", False, "compiled", None, False),
-                   ("compile_whole_model_cpu_smoke", "default", False, "trainer", False, False)]
+        configs = [("eager_fp32", False, False, "trainer", None, False, "sdpa"),
+                   ("eager_explicit_attention_cpu_smoke", False, False, "trainer", None, False, "explicit"),
+                   ("compiled_adamw_cpu_smoke", "default", False, "compiled", None, False, "sdpa"),
+                   ("compile_whole_model_cpu_smoke", "default", False, "trainer", False, False, "sdpa")]
     elif not torch.cuda.is_available(): sys.exit("gpu_step.py needs a CUDA GPU; --smoke checks the script on a CPU")
     else: device, subset, configs = torch.device("cuda"), None, [c for c in CONFIGS if not (a.skip_graph and c[5])]
     t_start = time.perf_counter()
@@ -184,17 +211,19 @@ def main():
     except Exception as e:
         record["compiled_fp32_kernels"] = dict(error=f"{type(e).__name__}: {e}"[:2000]); print(f"kernel breakdown: FAILED {e!r}")
     out.write_text(json.dumps(record, indent=1) + "\n")
-    for name, compile, amp, opt, regional, graph in configs:
+    for name, compile, amp, opt, regional, graph, attn in configs:
         if time.perf_counter() - t_start > a.max_s:
             record["configs"][name] = dict(skipped=f"--max-s {a.max_s:.0f} s passed"); continue
         def run():
             seed_everything(0)
-            trainer = Trainer(seed_dit(), loader, lr=1e-4, weight_decay=0.01, device=device, compile=compile, amp=amp,
-                              cuda_graph=graph)
-            if compile and regional is not None: trainer._model = compile_model(trainer.model, trainer.compile_mode, regional=regional)
-            if opt == "compiled": compile_optimizer_step(trainer)
-            done(name, *step_ms(trainer, a.steps), compile_mode=trainer.compile_mode, amp=amp, optimizer=opt, step_graph=graph,
-                 blocks_compiled_one_by_one=trainer._model is not trainer.model and not hasattr(trainer._model, "_orig_mod"))
+            model = seed_dit()
+            with attention(model, attn):
+                trainer = Trainer(model, loader, lr=1e-4, weight_decay=0.01, device=device, compile=compile, amp=amp,
+                                  cuda_graph=graph)
+                if compile and regional is not None: trainer._model = compile_model(trainer.model, trainer.compile_mode, regional=regional)
+                if opt == "compiled": compile_optimizer_step(trainer)
+                done(name, *step_ms(trainer, a.steps), compile_mode=trainer.compile_mode, amp=amp, optimizer=opt, step_graph=graph,
+                     attention=attn, blocks_compiled_one_by_one=trainer._model is not trainer.model and not hasattr(trainer._model, "_orig_mod"))
         attempt(name, run)
     record["load_average_end"] = load_average()
     out.write_text(json.dumps(record, indent=1) + "\n")
