@@ -3,11 +3,11 @@
 - not the residual stream: in the first runs it was itself bf16 (the position embedding was cast to the tokens'
   dtype); the DiT now adds its fp32 table as DiT's own code does, so the stream stays fp32 under autocast, and that
   run (variant `bf16_attention_bf16`) collapsed at epoch 18 all the same;
-- attention in bf16: block 0's largest attention logit went 5 (epoch 10), 15, 27, 72, 634 (epoch 17), then 2e6
-  (epoch 18) as the loss rose, the failure Qiu & Yao (2025, "Why low-precision transformer training fails") trace to
-  biased bf16 rounding inside attention. The DiT now runs attention itself in fp32 under autocast
+- attention in bf16: block 0's largest attention logit went 5.1 (epoch 10; 2.7 in fp32), 18, 32, 98 (epochs 14-16),
+  5,088 (epoch 17), then 860,000 (epoch 18) as the loss rose, the failure Qiu & Yao (2025, "Why low-precision
+  transformer training fails") trace to biased bf16 rounding inside attention. The DiT now runs attention itself in fp32 under autocast
   (`Attention.upcast`; the projections stay bf16): variant `bf16`, which ended at 0.1907 against fp32's 0.1899,
-  its largest logit at 48.8 against 49.2 (benchmarks/results/gpu_bf16_probe.json).
+  block 0's largest logit never above 3.9 (3.8 in fp32; benchmarks/results/gpu_bf16_probe.json).
 
 This probe trains the recipe with the fast path (`Trainer(compile=True)`: the step graph, blocks compiled) once per
 variant, and after every epoch runs one fixed batch through the model to record what might grow:
