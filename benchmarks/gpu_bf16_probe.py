@@ -3,7 +3,7 @@
 - not the residual stream: in the first runs it was itself bf16 (the position embedding was cast to the tokens'
   dtype); the DiT now adds its fp32 table as DiT's own code does, so the stream stays fp32 under autocast, and that
   run (variant `bf16_attention_bf16`) collapsed at epoch 18 all the same;
-- attention in bf16: block 0's largest attention logit went 5.1 (epoch 10; 2.7 in fp32), 18, 32, 98 (epochs 14-16),
+- attention in bf16: block 0's largest attention logit went 5.1 (epoch 10; 2.6 in fp32), 18, 32, 98 (epochs 14-16),
   5,088 (epoch 17), then 860,000 (epoch 18) as the loss rose, the failure Qiu & Yao (2025, "Why low-precision
   transformer training fails") trace to biased bf16 rounding inside attention. The DiT now runs attention itself in fp32 under autocast
   (`Attention.upcast`; the projections stay bf16): variant `bf16`, which ended at 0.1907 against fp32's 0.1899,
@@ -17,7 +17,7 @@ variant, and after every epoch runs one fixed batch through the model to record 
 Variants: `bf16` (the package as it is), `bf16_attention_bf16` (attention in bf16, `Attention.upcast = False`),
 `bf16_residual_bf16` (that and the stream cast to bf16 after the position embedding, as in the first runs), `fp32`
 (no autocast: how far the logits grow without bf16).
-Writes gpu_bf16_probe.json to --out (JSON rewritten after every epoch). Needs CUDA; `--smoke` checks the script on a
+Writes gpu_bf16_probe.json (gpu_bf16_probe_seedN.json for --seed N) to --out, rewritten after every epoch. Needs CUDA; `--smoke` checks the script on a
 CPU: one epoch of 128 images per variant, uncompiled (bf16 has no CPU hardware here: it is 30x slower than fp32).
 
     python benchmarks/gpu_bf16_probe.py [--epochs 30] [--variants bf16,fp32] [--seed 0] [--out DIR] [--smoke]
@@ -111,7 +111,8 @@ def main():
     else: device = torch.device("cuda")
     record = dict(benchmark="gpu_bf16_probe", device=str(device), seed=a.seed, epochs=a.epochs, batch_size=a.batch_size, subset=a.subset,
                   machine=machine(), load_average_start=load_average(), variants={})
-    out = Path(a.out) / "gpu_bf16_probe.json"; out.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(a.out) / ("gpu_bf16_probe.json" if a.seed == 0 else f"gpu_bf16_probe_seed{a.seed}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
     for name in variants:
         try: run_variant(name, a, device, record, out)
         except Exception as e:   # one failing variant must not cost the other its (GPU) time

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every GPU check of the project in one run that fits a 10-minute command (its timeouts add up to 500 s; about
-# 6 minutes on an H200), most decisive first, so that a lease cut short still settles what matters most:
+# Every GPU check of the project in one run that fits a 10-minute command (its timeouts add up to 390 s, 495 s with
+# one probe variant; about 5 minutes on an H200), most decisive first, so that a lease cut short still settles what
+# matters most:
 #   1. the CUDA-only tests (the step recorded as a CUDA graph trains like the plain step, and records again after a resume),
 #   2. benchmarks/gpu_recipe.py: the seed's 30-epoch recipe end to end as `compile=True, amp=True` runs it (the step
 #      graph with compiled blocks, bf16 with attention in fp32; AMP=0 for fp32) from a cold compile cache, the naive
@@ -9,7 +10,7 @@
 #      SDPA or written out (whether the package should write it out on GPUs too, as it does to train on CPUs), then
 #      of the other ways of running a step, for what time is left,
 #   4. $PROBE (e.g. PROBE=bf16 PROBE_SEED=1): benchmarks/gpu_bf16_probe.py variants, 30 epochs each with the attention logits
-#      and the residual stream recorded after every epoch (about a minute each).
+#      and the residual stream recorded after every epoch (about a minute each; 75 s of timeout each).
 # Usage: benchmarks/gpu_session.sh OUT [MNIST_GZ_DIR]; MNIST's four .gz files are copied from MNIST_GZ_DIR if given.
 # TESTS=0 skips step 1 (graph phases kept) and STEP=0 step 3, for a short second call on a machine whose tests passed.
 set -u
@@ -36,7 +37,8 @@ if [ "${STEP:-1}" != 0 ]; then
   grep -E 'ms/step|FAILED|compiled fp32 step' "$out/gpu_step_log.txt"
 fi
 if [ -n "${PROBE:-}" ]; then
-  timeout 110 python gpu_bf16_probe.py --variants "$PROBE" --seed "${PROBE_SEED:-0}" --out "$out" > "$out/gpu_bf16_probe_log.txt" 2>&1
+  n=$(echo "$PROBE" | tr ',' '\n' | wc -l)   # about a minute a variant on an H200, cold compiling included
+  timeout $((30 + 75 * n)) python gpu_bf16_probe.py --variants "$PROBE" --seed "${PROBE_SEED:-0}" --out "$out" > "$out/gpu_bf16_probe_log.txt" 2>&1
   grep -E 'epoch (10|17|18|20|25|30):|FAILED' "$out/gpu_bf16_probe_log.txt"
 fi
 exit 0

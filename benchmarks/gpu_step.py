@@ -38,8 +38,8 @@ CONFIGS = [  # (name, compile, amp, optimizer: the Trainer's (fused AdamW on CUD
              #  attention: "sdpa" as the package runs it (fp32 under autocast), "explicit" the written-out formula
              #  instead of scaled_dot_product_attention, "bf16" SDPA in bf16 under autocast (Attention.upcast off))
     ("step_graph_compiled_blocks_fp32", True, False, "trainer", None, True, "sdpa"),
-    # on 2026-11-27 SDPA's fp32 kernels (cutlass memory-efficient, forward and backward) held 0.72 of a compiled fp32
-    # step's 3.88 ms on an H200, and bf16 with them took 3.13 ms a step against 2.59 with bf16 flash attention: on 49
+    # on 2026-11-27 SDPA's fp32 kernels (cutlass memory-efficient, forward and backward) held 0.72 of the 3.60 ms of
+    # kernels in a compiled fp32 step on an H200, and bf16 with them took 3.13 ms a step against 2.59 with bf16 SDPA: on 49
     # tokens the written-out formula (batched matmuls, a fused softmax) may be faster, in fp32 and under autocast
     ("step_graph_compiled_blocks_fp32_explicit_attention", True, False, "trainer", None, True, "explicit"),
     ("step_graph_compiled_blocks_bf16", True, True, "trainer", None, True, "sdpa"),
@@ -140,7 +140,9 @@ def kernel_breakdown(trainer, steps=10) -> dict:
     from torch.autograd import DeviceType
     cuda = trainer.device.type == "cuda"
     prof = profiled_steps(trainer, steps)
-    if cuda: kernels = [(e.key, e.self_device_time_total, e.count) for e in prof.key_averages() if e.device_type == DeviceType.CUDA]
+    # the profiler also puts spans of code on the GPU's timeline (e.g. "Optimizer.step#AdamW.step"): those are no kernels
+    if cuda: kernels = [(e.key, e.self_device_time_total, e.count) for e in prof.key_averages()
+                        if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False) and "#" not in e.key]
     else: kernels = [(e.key, e.self_cpu_time_total, e.count) for e in prof.key_averages() if e.key.startswith(("aten::", "graph_"))]
     kinds = {}
     for name, us, n in kernels:
@@ -162,7 +164,7 @@ def main():
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--smoke", action="store_true", help="a few steps on a CPU, to test this script")
     a = p.parse_args()
-    if a.smoke:   # on a CPU: the eager step, the compiled optimizer (compile's default mode), the whole model compiled
+    if a.smoke:   # on a CPU: the eager step, with attention written out, the compiled optimizer, the whole model compiled
         device, a.steps, subset = torch.device("cpu"), 3, 2048
         configs = [("eager_fp32", False, False, "trainer", None, False, "sdpa"),
                    ("eager_explicit_attention_cpu_smoke", False, False, "trainer", None, False, "explicit"),
@@ -215,6 +217,7 @@ def main():
         if time.perf_counter() - t_start > a.max_s:
             record["configs"][name] = dict(skipped=f"--max-s {a.max_s:.0f} s passed"); continue
         def run():
+            torch._dynamo.reset()   # every configuration compiles the same block code anew: no recompile limit, no reuse
             seed_everything(0)
             model = seed_dit()
             with attention(model, attn):

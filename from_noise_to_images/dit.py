@@ -82,7 +82,7 @@ class Attention(nn.Module):
     "Multi-head self-attention: one Linear makes Q, K and V, the heads attend in parallel, one Linear mixes them."
     # Under bf16 autocast the attention itself (scores, softmax, weighted sum) runs in fp32, the qkv and out projections
     # in bf16: with attention in bf16 every 30-epoch run of the seed recipe collapsed as its logits blew up (biased bf16
-    # rounding, Qiu & Yao 2025; benchmarks/gpu_bf16_probe.py). It costs 0.54 ms of a 3.13 ms step on an H200.
+    # rounding, Qiu & Yao 2025; benchmarks/gpu_bf16_probe.py). It costs about 0.5 ms of a 3.1 ms step on an H200.
     upcast = True
 
     def __init__(self, dim: int, num_heads: int):

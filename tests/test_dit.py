@@ -362,11 +362,13 @@ def test_residual_stream_stays_in_the_parameters_dtype_under_autocast():
 
 
 def test_attention_runs_in_fp32_under_autocast(monkeypatch):
-    """Under bf16 autocast q, k and v reach the attention in fp32 (`Attention.upcast`), by both routes (the formula to
-    train on a CPU, SDPA for inference); with `upcast = False` they arrive in bf16, as in the GPU runs that collapsed."""
+    """Under bf16 autocast q, k and v reach the attention in fp32 with autocast off inside it (`Attention.upcast`), by
+    both routes (the formula to train on a CPU, SDPA for inference); with `upcast = False` they arrive in bf16 under
+    autocast, as in the GPU runs that collapsed."""
     seen, real_explicit, real_sdpa = [], dit_module.explicit_attention, F.scaled_dot_product_attention
-    monkeypatch.setattr(dit_module, "explicit_attention", lambda q, k, v, **kw: seen.append(("explicit", q.dtype, k.dtype, v.dtype)) or real_explicit(q, k, v, **kw))
-    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda q, k, v, **kw: seen.append(("sdpa", q.dtype, k.dtype, v.dtype)) or real_sdpa(q, k, v, **kw))
+    def record(route, q, k, v): seen.append((route, q.dtype, k.dtype, v.dtype, torch.is_autocast_enabled("cpu")))
+    monkeypatch.setattr(dit_module, "explicit_attention", lambda q, k, v, **kw: record("explicit", q, k, v) or real_explicit(q, k, v, **kw))
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda q, k, v, **kw: record("sdpa", q, k, v) or real_sdpa(q, k, v, **kw))
     torch.manual_seed(0)
     model = DiT(img_size=8, patch_size=4, in_channels=1, embed_dim=32, depth=2, num_heads=4)
     x, t = torch.randn(2, 1, 8, 8), torch.rand(2)
@@ -374,14 +376,14 @@ def test_attention_runs_in_fp32_under_autocast(monkeypatch):
         trained = model(x, t)
         with torch.no_grad(): model(x, t)
     f32, bf16 = torch.float32, torch.bfloat16
-    assert seen == [("explicit", f32, f32, f32)] * 2 + [("sdpa", f32, f32, f32)] * 2
-    assert trained.dtype == bf16 and trained.requires_grad
+    assert seen == [("explicit", f32, f32, f32, False)] * 2 + [("sdpa", f32, f32, f32, False)] * 2
+    assert trained.dtype == bf16 and trained.requires_grad       # the projections after it run under autocast again
     trained.float().square().mean().backward()                   # gradients flow back through the casts
     assert model.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
     seen.clear()
     for m in model.modules():
         if isinstance(m, Attention): m.upcast = False
     with torch.autocast("cpu", dtype=torch.bfloat16): model(x, t)
-    assert seen == [("explicit", bf16, bf16, bf16)] * 2
+    assert seen == [("explicit", bf16, bf16, bf16, True)] * 2
     seen.clear(); model(x, t)                                    # without autocast nothing is cast
-    assert seen == [("explicit", f32, f32, f32)] * 2
+    assert seen == [("explicit", f32, f32, f32, False)] * 2
