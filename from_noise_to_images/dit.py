@@ -107,8 +107,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, return_weights: bool = False):
         q, k, v = self.split_heads(x)
-        if self.upcast and torch.is_autocast_enabled(x.device.type):
-            with torch.autocast(x.device.type, enabled=False): o, w = self.attend(q.float(), k.float(), v.float(), return_weights)
+        dev = x.device.type   # is_autocast_enabled raises for devices without autocast, such as meta
+        if self.upcast and torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev):
+            with torch.autocast(dev, enabled=False): o, w = self.attend(q.float(), k.float(), v.float(), return_weights)
         else: o, w = self.attend(q, k, v, return_weights)
         o = self.out(o.transpose(1, 2).flatten(2))          # (B, heads, N, d) -> (B, N, D)
         return (o, w) if return_weights else o
