@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from from_noise_to_images import dit as dit_module
 from from_noise_to_images.dit import Attention, DiT
