@@ -42,6 +42,13 @@ def manual_attention(model):
     return model
 
 
+def attention_in_bf16(model):
+    "`model` with `Attention.upcast` off in every block: under bf16 autocast its attention runs in bf16, as before the upcast."
+    for m in model.modules():
+        if isinstance(m, Attention): m.upcast = False
+    return model
+
+
 def pil_loader(batch_size: int, n: int | None = None, shuffle: bool = True, seed: int = 0):
     "The seed's data path: torchvision MNIST, PIL image -> ToTensor -> Normalize per sample, in a DataLoader."
     from torch.utils.data import DataLoader, Subset

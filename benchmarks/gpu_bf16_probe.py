@@ -5,9 +5,9 @@
   run (variant `bf16_attention_bf16`) collapsed at epoch 18 all the same;
 - attention in bf16: block 0's largest attention logit went 5.1 (epoch 10; 2.6 in fp32), 18, 32, 98 (epochs 14-16),
   5,088 (epoch 17), then 860,000 (epoch 18) as the loss rose, the failure Qiu & Yao (2025, "Why low-precision
-  transformer training fails") trace to biased bf16 rounding inside attention. The DiT now runs attention itself in fp32 under autocast
-  (`Attention.upcast`; the projections stay bf16): variant `bf16`, which ended at 0.1907 against fp32's 0.1899,
-  block 0's largest logit never above 3.9 (3.8 in fp32; benchmarks/results/gpu_bf16_probe.json).
+  transformer training fails") trace to biased bf16 rounding inside attention. The DiT now runs attention itself in
+  fp32 under autocast (`Attention.upcast`; the projections stay bf16): variant `bf16`, which ended at 0.1907 against
+  fp32's 0.1899, block 0's largest logit never above 3.9 (3.8 in fp32; benchmarks/results/gpu_bf16_probe.json).
 
 This probe trains the recipe with the fast path (`Trainer(compile=True)`: the step graph, blocks compiled) once per
 variant, and after every epoch runs one fixed batch through the model to record what might grow:
@@ -17,8 +17,9 @@ variant, and after every epoch runs one fixed batch through the model to record 
 Variants: `bf16` (the package as it is), `bf16_attention_bf16` (attention in bf16, `Attention.upcast = False`),
 `bf16_residual_bf16` (that and the stream cast to bf16 after the position embedding, as in the first runs), `fp32`
 (no autocast: how far the logits grow without bf16).
-Writes gpu_bf16_probe.json (gpu_bf16_probe_seedN.json for --seed N) to --out, rewritten after every epoch. Needs CUDA; `--smoke` checks the script on a
-CPU: one epoch of 128 images per variant, uncompiled (bf16 has no CPU hardware here: it is 30x slower than fp32).
+Writes gpu_bf16_probe.json (gpu_bf16_probe_seedN.json for --seed N) to --out, rewritten after every epoch. Needs CUDA;
+`--smoke` checks the script on a CPU: one epoch of 128 images per variant, uncompiled (bf16 has no CPU hardware here:
+it is 30x slower than fp32).
 
     python benchmarks/gpu_bf16_probe.py [--epochs 30] [--variants bf16,fp32] [--seed 0] [--out DIR] [--smoke]
 """
@@ -32,9 +33,8 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, load_average, machine, seed_dit
+from common import RESULTS, attention_in_bf16, load_average, machine, seed_dit
 from from_noise_to_images.core import mnist_loader, seed_everything
-from from_noise_to_images.dit import Attention
 from from_noise_to_images.fast import autocast, synchronize
 from from_noise_to_images.train import Trainer
 
@@ -69,9 +69,7 @@ def run_variant(name, a, device, record, out) -> None:
     seed_everything(a.seed)
     loader = mnist_loader(batch_size=a.batch_size, subset=a.subset, seed=a.seed)
     model = seed_dit()
-    if name in ("bf16_attention_bf16", "bf16_residual_bf16"):
-        for m in model.modules():
-            if isinstance(m, Attention): m.upcast = False
+    if name in ("bf16_attention_bf16", "bf16_residual_bf16"): attention_in_bf16(model)
     if name == "bf16_residual_bf16":   # the stream starts bf16; bf16 + bf16 branch -> bf16 at every residual add
         model.pos_embed.register_forward_hook(lambda m, i, o: o.to(torch.bfloat16))   # (it always runs under autocast)
     amp = name != "fp32"

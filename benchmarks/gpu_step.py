@@ -1,13 +1,14 @@
-"""Milliseconds per training step of the seed DiT (batch 128) on one GPU, for each way of running the step: first
-the step graph with compiled blocks (`compile=True`) in fp32 and bf16, each with attention through SDPA and written
-out (and bf16 with attention in bf16, as before `Attention.upcast`); eager fp32 and bf16; the whole step (noise, loss, backward, AdamW) recorded as one CUDA graph (`Trainer(cuda_graph=True)`),
-eager, with the blocks compiled, with the model compiled whole, and with max-autotune's matmuls; torch.compile in its
-default mode and with CUDA graphs ("reduce-overhead"; the model compiled whole, and its blocks compiled one by one,
-which pytorch#152887 may break); the compiled model with a compiled AdamW. First the bare model (forward and
-backward, no optimizer), which calibrates the budget's host cost per op, a profile of one eager step (kernel
-launches, host vs GPU time), and where the GPU time of a step with the blocks compiled goes (matmuls, attention,
-Inductor's fused kernels, AdamW: `kernel_breakdown`). Each configuration also projects the seed's 30-epoch recipe
-(warm-up + 14,040 steps: 468 a epoch, the last incomplete batch dropped) from its figures.
+"""Milliseconds per training step of the seed DiT (batch 128) on one GPU, for each way of running the step: first the
+step graph with compiled blocks (`compile=True`) in fp32 and bf16, each with attention through SDPA and written out
+(and bf16 with attention in bf16, as before `Attention.upcast`); eager fp32 and bf16; the whole step (noise, loss,
+backward, AdamW) recorded as one CUDA graph (`Trainer(cuda_graph=True)`), eager, with the blocks compiled, with the
+model compiled whole, and with max-autotune's matmuls; torch.compile in its default mode and with CUDA graphs
+("reduce-overhead"; the model compiled whole, and its blocks compiled one by one, which pytorch#152887 may break); the
+compiled model with a compiled AdamW. First the bare model (forward and backward, no optimizer), which calibrates the
+budget's host cost per op, a profile of one eager step (kernel launches, host vs GPU time), and where the GPU time of
+a step with the blocks compiled goes (matmuls, attention, Inductor's fused kernels, AdamW: `kernel_breakdown`). Each
+configuration also projects the seed's 30-epoch recipe (warm-up + 14,040 steps: 468 a epoch, the last incomplete batch
+dropped) from its figures.
 This is how the Trainer's defaults were chosen: a small model on a fast GPU is bound by kernel launches.
 A configuration that fails records its error and the run goes on; the JSON is rewritten after each, and configurations
 that would start after --max-s are skipped (recorded as such).
@@ -24,13 +25,14 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, load_average, machine, seed_dit
+from common import RESULTS, attention_in_bf16, load_average, machine, seed_dit
 from from_noise_to_images.budget import HOST_S_PER_OP, ops_per_training_step
 from from_noise_to_images import dit
 from from_noise_to_images.core import mnist_loader, seed_everything
 from from_noise_to_images.fast import compile_model, synchronize
 from from_noise_to_images.train import Trainer
 
+ATTENTION_VARIANTS = ("sdpa", "explicit", "bf16")   # see CONFIGS
 RECIPE_STEPS = 30 * (60_000 // 128)   # the seed's recipe: 30 epochs at batch 128, as mnist_loader batches them (drop_last)
 CONFIGS = [  # (name, compile, amp, optimizer: the Trainer's (fused AdamW on CUDA) or compiled,
              #  blocks compiled one by one: None is compile_model's choice, whole with CUDA graphs,
@@ -64,12 +66,10 @@ CONFIGS = [  # (name, compile, amp, optimizer: the Trainer's (fused AdamW on CUD
 @contextlib.contextmanager
 def attention(model, how: str):
     "Run `model`'s attention as `how` says (see CONFIGS) while the context is open; compiling and recording happen inside."
-    if how not in ("sdpa", "explicit", "bf16"): raise ValueError(f"unknown attention variant {how!r}")
+    if how not in ATTENTION_VARIANTS: raise ValueError(f"unknown attention variant {how!r}: choose from {ATTENTION_VARIANTS}")
     pays = dit.fused_attention_pays
     if how == "explicit": dit.fused_attention_pays = lambda device, num_tokens, backward=True: False
-    if how == "bf16":
-        for m in model.modules():
-            if isinstance(m, dit.Attention): m.upcast = False
+    if how == "bf16": attention_in_bf16(model)
     try: yield
     finally: dit.fused_attention_pays = pays
 

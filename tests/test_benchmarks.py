@@ -37,7 +37,7 @@ def test_gpu_step_configurations_are_well_formed(bench):
     names = [c[0] for c in gpu_step.CONFIGS]
     assert len(names) == len(set(names))
     for name, compile, amp, opt, regional, graph, attention in gpu_step.CONFIGS:
-        assert attention in ("sdpa", "explicit", "bf16") and opt in ("trainer", "compiled")
+        assert attention in gpu_step.ATTENTION_VARIANTS and opt in ("trainer", "compiled")
         assert isinstance(amp, bool) and isinstance(graph, bool) and regional in (None, True, False)
         assert compile in (True, False) or compile in ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
         assert ("bf16" in name) == amp and ("explicit" in name) == (attention == "explicit"), name
