@@ -24,9 +24,10 @@ from from_noise_to_images.dit import DiT, Attention, explicit_attention
 from from_noise_to_images.fast import synchronize
 
 
-def seed_dit() -> DiT:
-    "The seed's DiT: 12,351,760 parameters."
-    return DiT(img_size=28, patch_size=4, in_channels=1, embed_dim=256, depth=6, num_heads=8, mlp_ratio=4.0)
+def seed_dit(num_classes: int | None = None) -> DiT:
+    "The seed's DiT: 12,351,760 parameters; with `num_classes`, chapter 3's class-conditional one of the same size."
+    return DiT(img_size=28, patch_size=4, in_channels=1, embed_dim=256, depth=6, num_heads=8, mlp_ratio=4.0,
+               num_classes=num_classes)
 
 
 def _manual_forward(self, x, return_weights=False):
@@ -115,6 +116,36 @@ def quiet_trainer(model, n_images: int, compile: bool = False) -> "Trainer":
     with contextlib.redirect_stdout(io.StringIO()):
         return Trainer(model, mnist_loader(batch_size=128, subset=n_images, seed=0), lr=1e-4, weight_decay=0.01,
                        device="cpu", compile=compile)
+
+
+def timed_train(trainer, epochs: int, first_steps: int = 6):
+    """`trainer.train(epochs)`, its printing captured, with a timeline of where the wall time went that adds no host sync
+    after the first steps: seconds from the call to the end of each of the first `first_steps` steps (each waited for:
+    compiling, warm-up and recording a CUDA graph happen there) and to the end of each epoch (the Trainer's `Epoch N:`
+    line, printed right after its one host sync per epoch). Returns (losses, timeline, printed text)."""
+    import contextlib, io
+    t0, step_ends, epoch_ends = time.perf_counter(), [], []
+
+    class Printed(io.StringIO):
+        def write(self, s):
+            if s.startswith("Epoch "): epoch_ends.append(time.perf_counter() - t0)
+            return super().write(s)
+
+    inner = trainer.train_step
+    def step(batch):
+        loss = inner(batch)
+        if len(step_ends) < first_steps: synchronize(trainer.device); step_ends.append(time.perf_counter() - t0)
+        return loss
+    trainer.train_step, printed = step, Printed()   # an instance attribute: train() calls it instead of the method
+    try:
+        with contextlib.redirect_stdout(printed): losses = trainer.train(epochs, progress=False)
+    finally:
+        del trainer.train_step
+    epoch_s = [b - a for a, b in zip([0.0] + epoch_ends, epoch_ends)]
+    steady = median(epoch_s[1:]) if len(epoch_s) > 1 else None
+    timeline = dict(first_step_ends_s=step_ends, epoch_ends_s=epoch_ends, epoch_s=epoch_s, steady_epoch_s=steady,
+                    first_epoch_extra_s=None if steady is None else epoch_s[0] - steady)
+    return losses, timeline, printed.getvalue()
 
 
 def endless_batches(trainer):

@@ -17,11 +17,14 @@ variant, and after every epoch runs one fixed batch through the model to record 
 Variants: `bf16` (the package as it is), `bf16_attention_bf16` (attention in bf16, `Attention.upcast = False`),
 `bf16_residual_bf16` (that and the stream cast to bf16 after the position embedding, as in the first runs), `fp32`
 (no autocast: how far the logits grow without bf16).
-Writes gpu_bf16_probe.json (gpu_bf16_probe_seedN.json for --seed N) to --out, rewritten after every epoch. Needs CUDA;
+`--num-classes 10` trains chapter 3's class-conditional recipe instead (the same DiT with label embeddings and label
+dropout; the probe batch carries its true labels): bf16 should hold there too before it becomes a default.
+Writes gpu_bf16_probe.json (with `_classes10` and `_seedN` in the name for --num-classes 10 and --seed N) to --out,
+rewritten after every epoch. Needs CUDA;
 `--smoke` checks the script on a CPU: one epoch of 128 images per variant, uncompiled (bf16 has no CPU hardware here:
 it is 30x slower than fp32).
 
-    python benchmarks/gpu_bf16_probe.py [--epochs 30] [--variants bf16,fp32] [--seed 0] [--out DIR] [--smoke]
+    python benchmarks/gpu_bf16_probe.py [--epochs 30] [--variants bf16,fp32] [--seed 0] [--num-classes 10] [--out DIR] [--smoke]
 """
 import argparse
 import contextlib
@@ -42,7 +45,7 @@ VARIANTS = ("bf16", "bf16_attention_bf16", "bf16_residual_bf16", "fp32")   # the
 
 
 @torch.no_grad()
-def probe(model, x0, t, x1, device, amp: bool) -> dict:
+def probe(model, x0, t, x1, device, amp: bool, y=None) -> dict:
     "Per block: residual stream RMS and max |value| at its input, max |attention logit|; one fixed batch, as trained."
     stats = []
     def hook(block, inputs):
@@ -57,7 +60,7 @@ def probe(model, x0, t, x1, device, amp: bool) -> dict:
     try:
         with autocast(device, amp):
             xt = (1 - t[:, None, None, None]) * x0 + t[:, None, None, None] * x1
-            v = model(xt, t).float()
+            v = (model(xt, t) if y is None else model(xt, t, y=y)).float()   # eval mode: no label dropout
         loss = (v - (x1 - x0)).pow(2).mean().item()
     finally:
         for h in handles: h.remove()
@@ -65,16 +68,22 @@ def probe(model, x0, t, x1, device, amp: bool) -> dict:
     return dict(probe_loss=loss, blocks=stats)
 
 
+def probe_file_name(seed: int = 0, num_classes: int | None = None) -> str:
+    "gpu_bf16_probe.json for the seed recipe with seed 0; `_classesN` and `_seedN` name the others."
+    return "gpu_bf16_probe" + (f"_classes{num_classes}" if num_classes else "") + (f"_seed{seed}" if seed else "") + ".json"
+
+
 def run_variant(name, a, device, record, out) -> None:
     seed_everything(a.seed)
     loader = mnist_loader(batch_size=a.batch_size, subset=a.subset, seed=a.seed)
-    model = seed_dit()
+    model = seed_dit(a.num_classes)
     if name in ("bf16_attention_bf16", "bf16_residual_bf16"): attention_in_bf16(model)
     if name == "bf16_residual_bf16":   # the stream starts bf16; bf16 + bf16 branch -> bf16 at every residual add
         model.pos_embed.register_forward_hook(lambda m, i, o: o.to(torch.bfloat16))   # (it always runs under autocast)
     amp = name != "fp32"
     g = torch.Generator().manual_seed(1)
     x0 = loader.dataset.tensors[0][:a.probe_batch].to(device)
+    y = loader.dataset.tensors[1][:a.probe_batch].to(device) if a.num_classes else None
     t, x1 = torch.rand(len(x0), generator=g).to(device), torch.randn(x0.shape, generator=g).to(device)
     t0 = time.perf_counter()
     trainer = Trainer(model, loader, lr=1e-4, weight_decay=0.01, device=device, compile=not a.smoke, amp=amp)
@@ -82,7 +91,7 @@ def run_variant(name, a, device, record, out) -> None:
     for epoch in range(a.epochs):
         with contextlib.redirect_stdout(io.StringIO()): loss = trainer.train(1, progress=False)[0]
         synchronize(device)
-        res["epochs"].append(dict(epoch=epoch + 1, loss=loss, wall_s=time.perf_counter() - t0, **probe(model, x0, t, x1, device, amp)))
+        res["epochs"].append(dict(epoch=epoch + 1, loss=loss, wall_s=time.perf_counter() - t0, **probe(model, x0, t, x1, device, amp, y)))
         last = res["epochs"][-1]["blocks"][-1]
         print(f"{name} epoch {epoch + 1}: loss {loss:.4f}, last block: residual rms {last['rms']:.1f} "
               f"max {last['absmax']:.1f} ({last['dtype']}), logit max {last['logit_absmax']:.1f}", flush=True)
@@ -98,6 +107,7 @@ def main():
     p.add_argument("--subset", type=int, default=None)
     p.add_argument("--seed", type=int, default=0, help="seeds the model's initialisation, the noise and the batch order")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
+    p.add_argument("--num-classes", type=int, default=None, help="10: chapter 3's class-conditional recipe")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--probe-batch", type=int, default=256, help="images in the fixed batch probed after each epoch")
     p.add_argument("--smoke", action="store_true", help="one epoch of 128 images per variant on a CPU: tests this script")
@@ -107,9 +117,10 @@ def main():
     if a.smoke: device, a.epochs, a.subset, a.batch_size, a.probe_batch = torch.device("cpu"), 1, 128, 64, 32
     elif not torch.cuda.is_available(): sys.exit("gpu_bf16_probe.py needs a CUDA GPU; --smoke checks the script on a CPU")
     else: device = torch.device("cuda")
-    record = dict(benchmark="gpu_bf16_probe", device=str(device), seed=a.seed, epochs=a.epochs, batch_size=a.batch_size, subset=a.subset,
+    record = dict(benchmark="gpu_bf16_probe", device=str(device), seed=a.seed, num_classes=a.num_classes, epochs=a.epochs,
+                  batch_size=a.batch_size, subset=a.subset,
                   machine=machine(), load_average_start=load_average(), variants={})
-    out = Path(a.out) / ("gpu_bf16_probe.json" if a.seed == 0 else f"gpu_bf16_probe_seed{a.seed}.json")
+    out = Path(a.out) / probe_file_name(a.seed, a.num_classes)
     out.parent.mkdir(parents=True, exist_ok=True)
     for name in variants:
         try: run_variant(name, a, device, record, out)

@@ -2,9 +2,14 @@
 AdamW (lr 1e-4, weight decay 0.01), naive loop vs the Trainer's fast path, plus the GPU checks that go with it.
 
 Phases, in order, each written to the JSON as soon as it ends (a phase that fails records its error, and the rest go on):
+0. cuda_start: what any CUDA process pays once before its first model (the context; loading cuBLAS, cuDNN and the
+   kernels of a DiT step), on a tiny DiT, so that neither the fast path nor the naive loop, whichever runs first,
+   carries it. Each fast phase's goals are checked with and without it (`wall_le_60s_with_cuda_start`).
 1. fast_graph: `Trainer(..., compile=True)`, as a practitioner calls it on one GPU: device-resident batches, SDPA, fused capturable AdamW,
    TF32, the DiT's blocks compiled one by one, the whole step recorded as one CUDA graph (`--amp` adds bf16 autocast).
-   Wall time includes building, compiling, warm-up and recording.
+   Wall time includes building, compiling, warm-up and recording; its `timeline` says where it went (building the
+   trainer, the first six steps one by one, each epoch): on the H200s the phase took 6.8 s (fp32) and 7.3 s (bf16)
+   longer than its first step's compile and 30 steady epochs explain.
 2. fast: `Trainer(..., compile=True, cuda_graph=False)`: torch.compile with its own CUDA graphs ("reduce-overhead").
 3. naive: the seed's loop (per-sample PIL transforms in a DataLoader with num_workers=0, manual attention, fp32,
    loss.item() every step). It stops after the epoch that passes --naive-max-s; its wall time is then scaled to all
@@ -41,7 +46,7 @@ from pathlib import Path
 
 import torch
 
-from common import load_average, machine, manual_attention, median, naive_steps, pil_loader, seed_dit, RESULTS
+from common import load_average, machine, manual_attention, median, naive_steps, pil_loader, seed_dit, timed_train, RESULTS
 from from_noise_to_images.core import mnist_loader, seed_everything
 from from_noise_to_images.dit import DiT
 from from_noise_to_images.fast import autocast, synchronize
@@ -92,7 +97,9 @@ class Recipe:
                 k = naive["epochs_run"]
                 res = dict(speedup=naive["wall_s_for_all_epochs"] / fast["wall_s"], loss_compared_at_epoch=k,
                            final_loss_difference=fast["epoch_losses"][k - 1] - naive["epoch_losses"][k - 1])
+            start = r.get("cuda_start", {}).get("seconds")
             res["goals"] = dict(wall_le_60s=fast["wall_s"] <= 60, speedup_ge_10x=res.get("speedup", 0) >= 10,
+                                wall_le_60s_with_cuda_start=None if start is None else fast["wall_s"] + start <= 60,
                                 loss_within_0_01=abs(res.get("final_loss_difference", float("inf"))) <= 0.01,
                                 loss_within_0_01_of_seed=abs(fast["final_loss"] - SEED_FINAL_LOSS) <= 0.01)
             out["vs_naive"][name] = res
@@ -107,21 +114,38 @@ class Recipe:
         if self.device.type == "cuda": torch.cuda.reset_peak_memory_stats()
         seed_everything(0)
         t0 = time.perf_counter()
-        trainer = Trainer(seed_dit(), self.loader(), lr=1e-4, weight_decay=0.01, device=self.device, compile=compile, amp=amp,
-                          cuda_graph=cuda_graph)
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out): losses = trainer.train(a.epochs, progress=False)
+        with contextlib.redirect_stdout(io.StringIO()):
+            trainer = Trainer(seed_dit(), self.loader(), lr=1e-4, weight_decay=0.01, device=self.device, compile=compile,
+                              amp=amp, cuda_graph=cuda_graph)
+        build_s = time.perf_counter() - t0
+        losses, timeline, printed = timed_train(trainer, a.epochs)   # where the time went: the first steps, each epoch
         synchronize(self.device)
         wall = time.perf_counter() - t0
         images = a.epochs * len(trainer.dataloader) * a.batch_size
         res = dict(wall_s=wall, final_loss=losses[-1], epoch_losses=losses, images_per_s=images / wall,
                    amp=trainer.amp, compile=compile, compile_mode=trainer.compile_mode, cuda_graph=trainer._graph is not None,
                    step_graph_recorded=trainer._graph is not None and trainer._graph.graph is not None,
-                   compile_report=[l for l in out.getvalue().splitlines() if l.startswith("torch.compile")])
+                   compile_report=[l for l in printed.splitlines() if l.startswith("torch.compile")],
+                   timeline=dict(build_s=build_s, **timeline))
         if self.device.type == "cuda": res["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
-        print(f"fast (compile={trainer.compile_mode}, amp={amp}, cuda_graph={trainer._graph is not None}): {wall:.1f} s, final loss {losses[-1]:.4f}",
+        steady = f", then {timeline['steady_epoch_s']:.2f} s an epoch" if timeline["steady_epoch_s"] is not None else ""
+        print(f"fast (compile={trainer.compile_mode}, amp={amp}, cuda_graph={trainer._graph is not None}): {wall:.1f} s "
+              f"(building {build_s:.1f} s, first epoch {timeline['epoch_s'][0]:.1f} s{steady}), final loss {losses[-1]:.4f}",
               flush=True)
         return res
+
+    def cuda_start(self) -> dict:
+        "One eager training step of a tiny DiT (fused AdamW; bf16 with --amp): loads what every later phase would load first."
+        t0 = time.perf_counter()
+        torch.manual_seed(0)
+        model = DiT(img_size=8, patch_size=4, in_channels=1, embed_dim=32, depth=1, num_heads=2).to(self.device)
+        opt = torch.optim.AdamW(model.parameters(), fused=True)
+        x, t = torch.randn(4, 1, 8, 8, device=self.device), torch.rand(4, device=self.device)
+        with autocast(self.device, self.a.amp): loss = model(x, t).float().square().mean()
+        loss.backward(); opt.step(); synchronize(self.device)
+        seconds = time.perf_counter() - t0
+        print(f"cuda start: {seconds:.1f} s", flush=True)
+        return dict(seconds=seconds)
 
     def naive(self) -> dict:
         a = self.a
@@ -218,6 +242,7 @@ def main():
         device = torch.device("cuda")
     r = Recipe(a, device)
     cuda = device.type == "cuda"   # the step graph needs CUDA: under --smoke its phases run without it
+    r.phase("cuda_start", r.cuda_start)
     if not a.skip_graph: r.phase("fast_graph", lambda: r.fast(compile=True, amp=a.amp))   # compile=True's default: the graph
     if not a.skip_reduce_overhead: r.phase("fast", lambda: r.fast(compile=True, amp=a.amp, cuda_graph=False))
     r.phase("naive", r.naive)

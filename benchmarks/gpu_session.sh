@@ -9,8 +9,9 @@
 #   3. benchmarks/gpu_step.py: milliseconds per step, first of the step graph in fp32 and bf16 with attention through
 #      SDPA or written out (whether the package should write it out on GPUs too, as it does to train on CPUs), then
 #      of the other ways of running a step, for what time is left,
-#   4. $PROBE (e.g. PROBE=bf16 PROBE_SEED=1): benchmarks/gpu_bf16_probe.py variants, 30 epochs each with the attention logits
-#      and the residual stream recorded after every epoch (about a minute each; 75 s of timeout each).
+#   4. $PROBE (e.g. PROBE=bf16 PROBE_SEED=1, or PROBE=bf16 PROBE_CLASSES=10 for chapter 3's class-conditional recipe):
+#      benchmarks/gpu_bf16_probe.py variants, 30 epochs each with the attention logits and the residual stream recorded
+#      after every epoch (about a minute each; 75 s of timeout each).
 # Usage: benchmarks/gpu_session.sh OUT [MNIST_GZ_DIR]; MNIST's four .gz files are copied from MNIST_GZ_DIR if given.
 # TESTS=0 skips step 1 (graph phases kept) and STEP=0 step 3, for a short second call on a machine whose tests passed.
 set -u
@@ -38,7 +39,7 @@ if [ "${STEP:-1}" != 0 ]; then
 fi
 if [ -n "${PROBE:-}" ]; then
   n=$(echo "$PROBE" | tr ',' '\n' | wc -l)   # about a minute a variant on an H200, cold compiling included
-  timeout $((30 + 75 * n)) python gpu_bf16_probe.py --variants "$PROBE" --seed "${PROBE_SEED:-0}" --out "$out" > "$out/gpu_bf16_probe_log.txt" 2>&1
+  timeout $((30 + 75 * n)) python gpu_bf16_probe.py --variants "$PROBE" --seed "${PROBE_SEED:-0}" ${PROBE_CLASSES:+--num-classes "$PROBE_CLASSES"} --out "$out" > "$out/gpu_bf16_probe_log.txt" 2>&1
   grep -E 'epoch (10|17|18|20|25|30):|FAILED' "$out/gpu_bf16_probe_log.txt"
 fi
 exit 0

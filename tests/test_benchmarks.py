@@ -64,3 +64,38 @@ def test_gpu_bf16_probe_refuses_unknown_variants(bench):
     r = subprocess.run([sys.executable, str(BENCH / "gpu_bf16_probe.py"), "--variants", "bf16,nope", "--smoke"],
                        capture_output=True, text=True)
     assert r.returncode != 0 and "unknown variants ['nope']" in r.stderr
+
+
+def test_timed_train_says_where_the_time_went(bench):
+    "gpu_recipe.py's timeline: the first steps one by one, each epoch's end, and the trainer left as it was."
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+    from from_noise_to_images.train import Trainer
+    common = bench("common")
+    torch.manual_seed(0)
+    data = TensorDataset(torch.rand(64, 1, 8, 8) * 2 - 1, torch.zeros(64, dtype=torch.long))
+    trainer = Trainer(DiT(img_size=8, patch_size=4, in_channels=1, embed_dim=32, depth=1, num_heads=2),
+                      DataLoader(data, batch_size=16), lr=1e-3, device="cpu")
+    losses, timeline, printed = common.timed_train(trainer, 2, first_steps=3)
+    assert len(losses) == 2 and trainer.step == 8 and "Epoch 2: avg_loss" in printed
+    steps, ends = timeline["first_step_ends_s"], timeline["epoch_ends_s"]
+    assert len(steps) == 3 and steps == sorted(steps) and steps[-1] <= ends[0]   # only the first 3 steps were waited for
+    assert len(ends) == 2 and ends[0] < ends[1]
+    assert sum(timeline["epoch_s"]) == pytest.approx(ends[-1])
+    assert timeline["first_epoch_extra_s"] == pytest.approx(timeline["epoch_s"][0] - timeline["epoch_s"][1])
+    assert "train_step" not in vars(trainer)                                      # the method is back
+
+
+def test_gpu_bf16_probe_runs_the_class_conditional_recipe(bench):
+    import torch
+    probe = bench("gpu_bf16_probe")
+    assert probe.probe_file_name() == "gpu_bf16_probe.json"
+    assert probe.probe_file_name(1) == "gpu_bf16_probe_seed1.json"
+    assert probe.probe_file_name(1, 10) == "gpu_bf16_probe_classes10_seed1.json"
+    torch.manual_seed(0)
+    model = DiT(img_size=8, patch_size=4, in_channels=1, embed_dim=32, depth=2, num_heads=2, num_classes=10)
+    x0, t, x1 = torch.randn(6, 1, 8, 8), torch.rand(6), torch.randn(6, 1, 8, 8)
+    with_labels = probe.probe(model, x0, t, x1, torch.device("cpu"), False, y=torch.arange(6))
+    unconditional = probe.probe(model, x0, t, x1, torch.device("cpu"), False)   # null labels
+    assert len(with_labels["blocks"]) == 2 and model.training
+    assert with_labels["probe_loss"] != unconditional["probe_loss"]              # the labels reached the model
