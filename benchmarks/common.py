@@ -108,7 +108,7 @@ def train_flops_per_image(model, device="cpu", batch=8) -> float:
     return train_flops_by_kind(model, device, batch)["total"]
 
 
-def quiet_trainer(model, n_images: int, compile: bool = False) -> "Trainer":
+def quiet_trainer(model, n_images: int, compile: bool = False):
     "A CPU `Trainer` of the benchmarks' settings (AdamW 1e-4, weight decay 0.01) on the first `n_images` of MNIST, batch 128, printing nothing."
     import contextlib, io
     from from_noise_to_images.core import mnist_loader
