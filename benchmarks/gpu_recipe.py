@@ -17,7 +17,7 @@ Phases, in order, each written to the JSON as soon as it ends (a phase that fail
 4. host syncs: 20 training steps of the fast path (unconditional, class-conditional, and the step graph after it is
    recorded) under torch.cuda.set_sync_debug_mode("error"): any op that waits on the GPU raises.
 5. sampling: `sample` (inference mode, SDPA; bf16 with --amp) vs the seed's sampler (no_grad, manual attention, fp32), batch 256,
-   50 Euler steps, alternating rounds, medians.
+   50 Euler steps, alternating rounds, medians; on CUDA also `sample` of the model compiled with CUDA graphs.
 6. if the run so far left time for them (--extra-if-s): the step graph without compile (`cuda_graph=True`), then the
    Trainer's default (no compile, no graph).
 Each fast phase is compared with the naive loop (speed-up, loss at the last epoch both ran, the goals below).
@@ -49,7 +49,7 @@ import torch
 from common import load_average, machine, manual_attention, median, naive_steps, pil_loader, seed_dit, timed_train, RESULTS
 from from_noise_to_images.core import mnist_loader, seed_everything
 from from_noise_to_images.dit import DiT
-from from_noise_to_images.fast import autocast, synchronize
+from from_noise_to_images.fast import autocast, compile_model, synchronize
 from from_noise_to_images.sampling import sample
 from from_noise_to_images.train import Trainer
 from sample_throughput import plain_sample
@@ -193,24 +193,40 @@ class Recipe:
         return res
 
     def sampling(self) -> dict:
+        """`sample` against the seed's sampler, and (CUDA) `sample` through the model compiled with torch.compile's own
+        CUDA graphs ("reduce-overhead": one replay per Euler step instead of a forward pass's launches), which the
+        launch-bound fast sampler (1,520 img/s against 1,558 in bf16) may need on GPUs; a failure there is recorded."""
         a, device = self.a, self.device
         torch.manual_seed(0)
         model = seed_dit().to(device).eval()
         plain_model = manual_attention(copy.deepcopy(model))
         amp = a.amp
-        def fast_run():
-            with autocast(device, amp): return sample(model, a.sample_batch, (1, 28, 28), a.sample_steps, device, seed=0)
-        fast_run(); plain_sample(plain_model, a.sample_batch, 2, device)   # warm-up
-        res = dict(plain=[], fast=[])
-        for _ in range(a.rounds):
-            for name, fn in (("plain", lambda: plain_sample(plain_model, a.sample_batch, a.sample_steps, device)), ("fast", fast_run)):
+        def sampler(net):
+            def run():
+                with autocast(device, amp): return sample(net, a.sample_batch, (1, 28, 28), a.sample_steps, device, seed=0)
+            return run
+        runs = {"plain": lambda: plain_sample(plain_model, a.sample_batch, a.sample_steps, device), "fast": sampler(model)}
+        res, extra = {}, {}
+        if device.type == "cuda":
+            try:
+                graphed = sampler(compile_model(model, "reduce-overhead"))
+                synchronize(device); t0 = time.perf_counter(); graphed(); synchronize(device)
+                extra["cuda_graphs_first_call_s"] = time.perf_counter() - t0   # compiling and recording
+                runs["fast_cuda_graphs"] = graphed
+            except Exception as e:
+                extra["cuda_graphs_error"] = f"{type(e).__name__}: {e}"[:1000]
+        runs["fast"](); plain_sample(plain_model, a.sample_batch, 2, device)   # warm-up
+        res = {k: [] for k in runs}
+        for r in range(a.rounds):
+            for name, fn in (runs.items() if r % 2 == 0 else reversed(runs.items())):
                 synchronize(device); t0 = time.perf_counter(); fn(); synchronize(device)
                 res[name].append(a.sample_batch / (time.perf_counter() - t0))
         med = {k: median(v) for k, v in res.items()}
-        print(f"sampling: fast {med['fast']:.0f} img/s, plain {med['plain']:.0f} img/s", flush=True)
+        print("sampling: " + ", ".join(f"{k} {v:.0f} img/s" for k, v in med.items()), flush=True)
         return dict(batch=a.sample_batch, euler_steps=a.sample_steps, images_per_s=res, median_images_per_s=med,
                     speedup_median=med["fast"] / med["plain"], fast="sample(): inference_mode, SDPA" + (", bf16" if amp else ", fp32"),
-                    plain="no_grad, manual attention, fp32")
+                    plain="no_grad, manual attention, fp32", **extra,
+                    **({"cuda_graphs_speedup_median": med["fast_cuda_graphs"] / med["plain"]} if "fast_cuda_graphs" in med else {}))
 
 
 def main():

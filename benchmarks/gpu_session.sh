@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check of the project in one run that fits a 10-minute command (its timeouts add up to 390 s, 495 s with
+# Every GPU check of the project in one run that fits a 10-minute command (its timeouts add up to 410 s, 515 s with
 # one probe variant; about 5 minutes on an H200), most decisive first, so that a lease cut short still settles what
 # matters most:
 #   1. the CUDA-only tests (the step recorded as a CUDA graph trains like the plain step, and records again after a resume),
@@ -31,7 +31,7 @@ if [ "${TESTS:-1}" != 0 ]; then
 fi
 cd benchmarks
 amp=--amp; [ "${AMP:-1}" = 0 ] && amp=
-timeout 170 python gpu_recipe.py --naive-max-s 30 --extra-if-s 0 --skip-reduce-overhead $amp $skip --out "$out" > "$out/gpu_recipe_log.txt" 2>&1
+timeout 190 python gpu_recipe.py --naive-max-s 30 --extra-if-s 0 --skip-reduce-overhead $amp $skip --out "$out" > "$out/gpu_recipe_log.txt" 2>&1
 grep -E '^(fast|naive epoch|sync|sampling)' "$out/gpu_recipe_log.txt"
 if [ "${STEP:-1}" != 0 ]; then
   timeout 120 python gpu_step.py --steps 200 --max-s 80 $skip --out "$out" > "$out/gpu_step_log.txt" 2>&1
