@@ -1,6 +1,7 @@
 """Shared pieces of the speed benchmarks: the seed-style naive reference (manual attention, fp32, per-sample PIL
 transforms through a DataLoader, a host sync per step), the matmul peak, FLOP counting, and JSON output.
 Benchmarks are never run as tests."""
+import contextlib
 import copy
 import json
 import math
@@ -48,6 +49,23 @@ def attention_in_bf16(model):
     for m in model.modules():
         if isinstance(m, Attention): m.upcast = False
     return model
+
+
+ATTENTION_VARIANTS = ("sdpa", "explicit", "bf16")
+
+
+@contextlib.contextmanager
+def attention(model, how: str):
+    """Run attention as `how` says while the context is open (compiling and recording happen inside): "sdpa" as the
+    package runs it (through scaled_dot_product_attention, in fp32 under autocast), "explicit" the written-out formula
+    on every device (as the package trains on CPUs), "bf16" SDPA in bf16 under autocast (`model`'s `Attention.upcast` off)."""
+    from from_noise_to_images import dit
+    if how not in ATTENTION_VARIANTS: raise ValueError(f"unknown attention variant {how!r}: choose from {ATTENTION_VARIANTS}")
+    pays = dit.fused_attention_pays
+    if how == "explicit": dit.fused_attention_pays = lambda device, num_tokens, backward=True: False
+    if how == "bf16": attention_in_bf16(model)
+    try: yield
+    finally: dit.fused_attention_pays = pays
 
 
 def pil_loader(batch_size: int, n: int | None = None, shuffle: bool = True, seed: int = 0):

@@ -10,6 +10,9 @@ Phases, in order, each written to the JSON as soon as it ends (a phase that fail
    Wall time includes building, compiling, warm-up and recording; its `timeline` says where it went (building the
    trainer, the first six steps one by one, each epoch): on the H200s the phase took 6.8 s (fp32) and 7.3 s (bf16)
    longer than its first step's compile and 30 steady epochs explain.
+   With --explicit-attention-too, then fast_graph_explicit_attention: the same with attention written out on the GPU
+   too (batched matmuls and a softmax Inductor fuses, as the package trains on CPUs) instead of SDPA, whose fp32
+   kernels are the longest of a compiled fp32 step; 30 epochs of it in bf16 also say whether it holds there.
 2. fast: `Trainer(..., compile=True, cuda_graph=False)`: torch.compile with its own CUDA graphs ("reduce-overhead").
 3. naive: the seed's loop (per-sample PIL transforms in a DataLoader with num_workers=0, manual attention, fp32,
    loss.item() every step). It stops after the epoch that passes --naive-max-s; its wall time is then scaled to all
@@ -46,7 +49,8 @@ from pathlib import Path
 
 import torch
 
-from common import load_average, machine, manual_attention, median, naive_steps, pil_loader, seed_dit, timed_train, RESULTS
+from common import (RESULTS, attention, load_average, machine, manual_attention, median, naive_steps, pil_loader, seed_dit,
+                    timed_train)
 from from_noise_to_images.core import mnist_loader, seed_everything
 from from_noise_to_images.dit import DiT
 from from_noise_to_images.fast import autocast, compile_model, synchronize
@@ -244,6 +248,8 @@ def main():
     p.add_argument("--skip-graph", action="store_true", help="leave out the step graph (if its tests failed on this GPU)")
     p.add_argument("--skip-reduce-overhead", action="store_true",
                    help="leave out compile with its own CUDA graphs (measured before), to leave a lease's minutes for other checks")
+    p.add_argument("--explicit-attention-too", action="store_true",
+                   help="after fast_graph, the same with attention written out instead of SDPA (fast_graph_explicit_attention)")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--smoke", action="store_true", help="phases 1-5 on a CPU with 384 images: tests this script")
     a = p.parse_args()
@@ -260,6 +266,8 @@ def main():
     cuda = device.type == "cuda"   # the step graph needs CUDA: under --smoke its phases run without it
     r.phase("cuda_start", r.cuda_start)
     if not a.skip_graph: r.phase("fast_graph", lambda: r.fast(compile=True, amp=a.amp))   # compile=True's default: the graph
+    if a.explicit_attention_too and not a.skip_graph:
+        with attention(None, "explicit"): r.phase("fast_graph_explicit_attention", lambda: r.fast(compile=True, amp=a.amp))
     if not a.skip_reduce_overhead: r.phase("fast", lambda: r.fast(compile=True, amp=a.amp, cuda_graph=False))
     r.phase("naive", r.naive)
     r.phase("sync_check", r.sync_check)

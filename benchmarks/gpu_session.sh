@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Every GPU check of the project in one run that fits a 10-minute command (its timeouts add up to 410 s, 515 s with
-# one probe variant; about 5 minutes on an H200), most decisive first, so that a lease cut short still settles what
+# Every GPU check of the project in one run that fits a 10-minute command (its timeouts add up to 480 s, 585 s with
+# one probe variant; about 6-7 minutes on an H200), most decisive first, so that a lease cut short still settles what
 # matters most:
 #   1. the CUDA-only tests (the step recorded as a CUDA graph trains like the plain step, and records again after a resume),
 #   2. benchmarks/gpu_recipe.py: the seed's 30-epoch recipe end to end as `compile=True, amp=True` runs it (the step
-#      graph with compiled blocks, bf16 with attention in fp32; AMP=0 for fp32) from a cold compile cache, the naive
-#      loop for about 30 s, host syncs, sampling; the graph phases only if step 1 passed,
+#      graph with compiled blocks, bf16 with attention in fp32; AMP=0 for fp32) from a cold compile cache, then the
+#      same with attention written out instead of SDPA (EXPLICIT=0 leaves it out), the naive loop for about 30 s,
+#      host syncs, sampling (plain, and compiled with CUDA graphs); the graph phases only if step 1 passed,
 #   3. benchmarks/gpu_step.py: milliseconds per step, first of the step graph in fp32 and bf16 with attention through
 #      SDPA or written out (whether the package should write it out on GPUs too, as it does to train on CPUs), then
 #      of the other ways of running a step, for what time is left,
@@ -31,8 +32,9 @@ if [ "${TESTS:-1}" != 0 ]; then
 fi
 cd benchmarks
 amp=--amp; [ "${AMP:-1}" = 0 ] && amp=
-timeout 190 python gpu_recipe.py --naive-max-s 30 --extra-if-s 0 --skip-reduce-overhead $amp $skip --out "$out" > "$out/gpu_recipe_log.txt" 2>&1
-grep -E '^(fast|naive epoch|sync|sampling)' "$out/gpu_recipe_log.txt"
+explicit=--explicit-attention-too; [ "${EXPLICIT:-1}" = 0 ] && explicit=
+timeout 260 python gpu_recipe.py --naive-max-s 30 --extra-if-s 0 --skip-reduce-overhead $amp $explicit $skip --out "$out" > "$out/gpu_recipe_log.txt" 2>&1
+grep -E '^(cuda start|fast|naive epoch|sync|sampling)' "$out/gpu_recipe_log.txt"
 if [ "${STEP:-1}" != 0 ]; then
   timeout 120 python gpu_step.py --steps 200 --max-s 80 $skip --out "$out" > "$out/gpu_step_log.txt" 2>&1
   grep -E 'ms/step|FAILED|compiled fp32 step' "$out/gpu_step_log.txt"

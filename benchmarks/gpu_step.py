@@ -17,7 +17,6 @@ Writes gpu_step.json to --out (default benchmarks/results). Needs CUDA; `--smoke
     python benchmarks/gpu_step.py [--steps 300] [--max-s 600] [--out DIR] [--smoke]
 """
 import argparse
-import contextlib
 import json
 import sys
 import time
@@ -25,14 +24,12 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, attention_in_bf16, load_average, machine, seed_dit
+from common import RESULTS, attention, load_average, machine, seed_dit   # attention(model, how): see CONFIGS
 from from_noise_to_images.budget import HOST_S_PER_OP, ops_per_training_step
-from from_noise_to_images import dit
 from from_noise_to_images.core import mnist_loader, seed_everything
 from from_noise_to_images.fast import compile_model, synchronize
 from from_noise_to_images.train import Trainer
 
-ATTENTION_VARIANTS = ("sdpa", "explicit", "bf16")   # see CONFIGS
 RECIPE_STEPS = 30 * (60_000 // 128)   # the seed's recipe: 30 epochs at batch 128, as mnist_loader batches them (drop_last)
 CONFIGS = [  # (name, compile, amp, optimizer: the Trainer's (fused AdamW on CUDA) or compiled,
              #  blocks compiled one by one: None is compile_model's choice, whole with CUDA graphs,
@@ -61,17 +58,6 @@ CONFIGS = [  # (name, compile, amp, optimizer: the Trainer's (fused AdamW on CUD
     # the optimizer took about 1 ms of host time per step on the H200's slow host: compile it too
     ("compile_cudagraphs_fp32_compiled_adamw", "reduce-overhead", False, "compiled", None, False, "sdpa"),
 ]
-
-
-@contextlib.contextmanager
-def attention(model, how: str):
-    "Run `model`'s attention as `how` says (see CONFIGS) while the context is open; compiling and recording happen inside."
-    if how not in ATTENTION_VARIANTS: raise ValueError(f"unknown attention variant {how!r}: choose from {ATTENTION_VARIANTS}")
-    pays = dit.fused_attention_pays
-    if how == "explicit": dit.fused_attention_pays = lambda device, num_tokens, backward=True: False
-    if how == "bf16": attention_in_bf16(model)
-    try: yield
-    finally: dit.fused_attention_pays = pays
 
 
 def step_ms(trainer, steps, warmup=5) -> tuple[float, float, list[float]]:

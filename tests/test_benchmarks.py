@@ -37,25 +37,25 @@ def test_gpu_step_configurations_are_well_formed(bench):
     names = [c[0] for c in gpu_step.CONFIGS]
     assert len(names) == len(set(names))
     for name, compile, amp, opt, regional, graph, attention in gpu_step.CONFIGS:
-        assert attention in gpu_step.ATTENTION_VARIANTS and opt in ("trainer", "compiled")
+        assert attention in bench("common").ATTENTION_VARIANTS and opt in ("trainer", "compiled")
         assert isinstance(amp, bool) and isinstance(graph, bool) and regional in (None, True, False)
         assert compile in (True, False) or compile in ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
         assert ("bf16" in name) == amp and ("explicit" in name) == (attention == "explicit"), name
     assert all(c[5] for c in gpu_step.CONFIGS[:5])   # the decisive ones first: the step graph, both attentions
 
 
-def test_gpu_step_attention_variants_do_what_they_say(bench):
-    gpu_step = bench("gpu_step")
+def test_attention_variants_do_what_they_say(bench):
+    common = bench("common")   # gpu_step.py and gpu_recipe.py run them
     model = DiT(img_size=8, patch_size=4, in_channels=1, embed_dim=32, depth=2, num_heads=4)
     pays = dit_module.fused_attention_pays
-    with gpu_step.attention(model, "explicit"):
+    with common.attention(model, "explicit"):
         assert not dit_module.fused_attention_pays("cuda", 49)          # the formula on GPUs too
     assert dit_module.fused_attention_pays is pays                       # and put back
-    with gpu_step.attention(model, "bf16"):
+    with common.attention(model, "bf16"):
         assert not any(m.upcast for m in model.modules() if isinstance(m, Attention))
     assert Attention.upcast                                              # only this model's modules changed
     with pytest.raises(ValueError, match="unknown attention variant"):
-        with gpu_step.attention(model, "flash"): pass
+        with common.attention(model, "flash"): pass
 
 
 def test_gpu_bf16_probe_refuses_unknown_variants(bench):
