@@ -14,7 +14,8 @@
 #      benchmarks/gpu_bf16_probe.py variants, 30 epochs each with the attention logits and the residual stream recorded
 #      after every epoch (about a minute each; 75 s of timeout each).
 # Usage: benchmarks/gpu_session.sh OUT [MNIST_GZ_DIR]; MNIST's four .gz files are copied from MNIST_GZ_DIR if given.
-# TESTS=0 skips step 1 (graph phases kept) and STEP=0 step 3, for a short second call on a machine whose tests passed.
+# TESTS=0 skips step 1 (graph phases kept), RECIPE=0 step 2 and STEP=0 step 3, for a short second call on a machine
+# whose tests passed (TESTS=0 RECIPE=0 STEP=0 PROBE=bf16 PROBE_CLASSES=10: the class-conditional probe alone).
 set -u
 out=${1:?usage: gpu_session.sh OUT [MNIST_GZ_DIR]}; mkdir -p "$out"; out=$(cd "$out" && pwd)
 cd "$(dirname "$0")/.."
@@ -33,8 +34,10 @@ fi
 cd benchmarks
 amp=--amp; [ "${AMP:-1}" = 0 ] && amp=
 explicit=--explicit-attention-too; [ "${EXPLICIT:-1}" = 0 ] && explicit=
-timeout 260 python gpu_recipe.py --naive-max-s 30 --extra-if-s 0 --skip-reduce-overhead $amp $explicit $skip --out "$out" > "$out/gpu_recipe_log.txt" 2>&1
-grep -E '^(cuda start|fast|naive epoch|sync|sampling)' "$out/gpu_recipe_log.txt"
+if [ "${RECIPE:-1}" != 0 ]; then
+  timeout 260 python gpu_recipe.py --naive-max-s 30 --extra-if-s 0 --skip-reduce-overhead $amp $explicit $skip --out "$out" > "$out/gpu_recipe_log.txt" 2>&1
+  grep -E '^(cuda start|fast|naive epoch|sync|sampling)' "$out/gpu_recipe_log.txt"
+fi
 if [ "${STEP:-1}" != 0 ]; then
   timeout 120 python gpu_step.py --steps 200 --max-s 80 $skip --out "$out" > "$out/gpu_step_log.txt" 2>&1
   grep -E 'ms/step|FAILED|compiled fp32 step' "$out/gpu_step_log.txt"
