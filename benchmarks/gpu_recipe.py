@@ -114,6 +114,7 @@ class Recipe:
     def fast(self, compile=True, amp=False, cuda_graph=None) -> dict:
         "The Trainer end to end, from building the model to the last epoch's loss on the host (`cuda_graph` as the Trainer's)."
         a = self.a
+        torch._dynamo.reset()   # each phase compiles afresh, as its own process would (Inductor's disk cache stays)
         synchronize(self.device)
         if self.device.type == "cuda": torch.cuda.reset_peak_memory_stats()
         seed_everything(0)
