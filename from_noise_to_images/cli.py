@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
                    help="record each step as one CUDA graph (one GPU; default: with --compile there)")
     t.add_argument("--amp", action="store_true",
-                   help="bf16 autocast (GPUs: faster there; opt-in, as only one 30-epoch run backs it so far; slower on CPUs)")
+                   help="bf16 autocast (Ampere-or-newer GPUs: faster there; opt-in, as only one 30-epoch run backs it so far; "
+                        "slower, with a warning, on older GPUs and on CPUs without bf16 instructions)")
     s = sub.add_parser("sample", help="generate a grid of digits from a checkpoint",
                        description="Load a checkpoint (its EMA weights when it has them) and integrate from noise to "
                                    "images with an ODE solver; write a PNG grid.")

@@ -17,9 +17,9 @@ from tqdm.auto import tqdm
 from . import __version__
 from .core import get_device, seed_everything
 from .flow import flow_matching_loss
-from .fast import (CompileTimer, DeviceBatches, GraphedStep, all_mean, autocast, broadcast_rng, check_shards,
-                   compile_mode, compile_model, compiles_by_block, cuda_graph_choice, enable_tf32, init_distributed,
-                   is_distributed, is_main_process, make_adamw, shard, synchronize)
+from .fast import (CompileTimer, DeviceBatches, GraphedStep, all_mean, autocast, bf16_slow_reason,
+                   broadcast_rng, check_shards, compile_mode, compile_model, compiles_by_block, cuda_graph_choice,
+                   enable_tf32, init_distributed, is_distributed, is_main_process, make_adamw, shard, synchronize)
 from .checkpoint import (
     CHECKPOINT_FORMAT, CHECKPOINT_VERSION, EMA, CheckpointError, atomic_torch_save, build_model, check_state_dict,
     checkpoint_path, get_rng_state, list_checkpoints, loader_generators, prune_checkpoints, resolve_checkpoint, set_rng_state)
@@ -91,8 +91,9 @@ class Trainer:
 
     Speed (chapter `82_fast`): `fast` (on by default) keeps a `DataLoader` over a `TensorDataset` on the device as
     `DeviceBatches` (same batches, same order), uses fused AdamW (on CUDA and CPUs) and, on CUDA, TF32; `amp=True`
-    adds bf16 autocast (off by default: faster on a GPU, where one 30-epoch run of the seed recipe matched fp32 once
-    the DiT kept attention in fp32; runs with attention in bf16 collapsed). `compile=True` runs a DiT's blocks through
+    adds bf16 autocast (off by default: faster on an Ampere-or-newer GPU, where one 30-epoch run of the seed recipe
+    matched fp32 once the DiT kept attention in fp32; runs with attention in bf16 collapsed; where bf16 would be
+    emulated, on older GPUs such as the T4 and CPUs without AVX512-BF16 or AMX, it is slower and the Trainer warns). `compile=True` runs a DiT's blocks through
     `torch.compile` one by one (`fast.compile_model`; or name a mode) and prints the compile time. `cuda_graph=True`
     (one CUDA GPU) records the whole step (noise, loss, backward, clipping, AdamW) as one CUDA graph
     (`fast.GraphedStep`) and replays it: one launch per step. By default (None) `compile=True` on one GPU does both;
@@ -114,6 +115,8 @@ class Trainer:
         self.optimizer = make_adamw(self.model.parameters(), lr, weight_decay, self.device, fused=None if fast else False,
                                     capturable=cuda_graph)
         self.amp = bool(amp)
+        if self.amp and (why := bf16_slow_reason(self.device)) and is_main_process():
+            warnings.warn(f"amp=True: {why}, so bf16 runs emulated, slower than fp32: leave amp off on this device", stacklevel=2)
         if fast: enable_tf32(self.device)
         self.compile_mode = compile_mode(compile, self.device, is_distributed(), cuda_graph=cuda_graph)
         self._compile = CompileTimer() if self.compile_mode else None

@@ -1,5 +1,6 @@
 "The fast path: same batches and losses as the plain path, DeviceBatches, DDP on 2 CPU processes (gloo), rank 0 alone writes."
 import io
+import warnings
 import json
 import os
 import socket
@@ -114,6 +115,21 @@ def test_bf16_autocast_trains_like_fp32_with_fp32_weights():
     assert all(v.dtype == torch.float32 for st in bf16.optimizer.state.values() for v in st.values() if v.is_floating_point())
     assert bf16.losses[-1] < 0.8 * bf16.losses[0]                                        # the loss falls
     assert abs(bf16.losses[-1] - fp32.losses[-1]) < 0.05 * fp32.losses[-1]               # as far as in fp32
+
+
+def test_amp_on_hardware_without_bf16_warns(monkeypatch):
+    "amp=True where bf16 would be emulated (a T4, an AVX2 CPU) trains, but says it is slower there and what to do."
+    import from_noise_to_images.train as train_module
+    x, _ = data(32)
+    for reason in ("this CPU has neither AVX512-BF16 nor AMX instructions", None):
+        monkeypatch.setattr(train_module, "bf16_slow_reason", lambda device, r=reason: r)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            Trainer(tiny_dit(), DeviceBatches(x, batch_size=16), device="cpu", amp=True)
+            Trainer(tiny_dit(), DeviceBatches(x, batch_size=16), device="cpu")          # amp off: nothing to say
+        said = [str(w.message) for w in caught if "amp=True" in str(w.message)]
+        if reason is None: assert said == []
+        else: assert said == [f"amp=True: {reason}, so bf16 runs emulated, slower than fp32: leave amp off on this device"]
 
 
 @pytest.mark.parametrize("num_classes", [None, 10])
