@@ -7,11 +7,13 @@ rounds, medians and paired ratios against the block as it is:
 - `qkv_chunk`: q, k and v split from the qkv output by one `transpose` and `chunk` instead of `permute` and `unbind`,
   so that the backward's copy back into the qkv layout has simpler index arithmetic.
 Each variant's largest difference from the block as it is (output, input gradient), and a profile of its fused
-kernels (milliseconds per call). Writes benchmarks/results/cpu_block_variants.json.
+kernels (milliseconds per call). Then whole compiled `Trainer` steps with and without `-ffp-contract=fast` (the one
+change that needs no code in the model), alternating. Writes benchmarks/results/cpu_block_variants.json.
 
-    python benchmarks/cpu_block_variants.py [--rounds 20] [--iters 3]
+    python benchmarks/cpu_block_variants.py [--rounds 20] [--iters 3] [--step-rounds 10]
 """
 import argparse
+import contextlib
 import copy
 import math
 import time
@@ -20,8 +22,11 @@ import types
 import torch
 import torch.nn as nn
 
-from common import load_average, median, seed_dit, write_json
+from common import ab_train_steps, load_average, median, seed_dit, write_json
+from from_noise_to_images import fast
 from from_noise_to_images.fast import compile_model
+
+FP_CONTRACT = {"cpp.enable_floating_point_contract_flag": "fast"}
 
 # Eigen's fast float tanh (generic_fast_tanh_float): odd numerator coefficients alpha_1..alpha_13, even denominator beta_0..beta_6
 ALPHA = [4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
@@ -72,7 +77,7 @@ def build(base, rational, contract, chunk):
     b = copy.deepcopy(base)
     if rational: b.mlp[1] = RationalGELU()
     if chunk: b.attn.split_heads = types.MethodType(split_heads_chunk, b.attn)
-    return compile_model(b, options={"cpp.enable_floating_point_contract_flag": "fast"} if contract else {})
+    return compile_model(b, options=FP_CONTRACT if contract else {})
 
 
 def fwd_bwd(block, x, c, gy):
@@ -93,10 +98,20 @@ def kernel_profile(block, x, c, gy, iters=6) -> dict:
     return dict(sorted(out.items(), key=lambda kv: -kv[1])[:8])
 
 
+@contextlib.contextmanager
+def fp_contract():
+    "Trainers built inside compile with `-ffp-contract=fast` added to the package's Inductor options."
+    old = fast.CPU_INDUCTOR_OPTIONS
+    fast.CPU_INDUCTOR_OPTIONS = {**old, **FP_CONTRACT}
+    try: yield
+    finally: fast.CPU_INDUCTOR_OPTIONS = old
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--iters", type=int, default=3, help="forward+backward passes per timing")
+    p.add_argument("--step-rounds", type=int, default=10, help="alternations of whole compiled training steps")
     a = p.parse_args()
     import torch._inductor.config as inductor_config
     inductor_config.cpp.enable_kernel_profile = True   # names the fused kernels in the profile (all variants alike)
@@ -129,6 +144,13 @@ def main():
         max_abs_difference_vs_as_is=diffs, max_abs_as_is=dict(output=ref["y"].abs().max().item(), input_grad=ref["g"].abs().max().item()),
         fused_kernel_ms_per_call={n: kernel_profile(b, x, c, gy) for n, b in blocks.items()},
         load_average_start=load_start, load_average_end=load_average())
+    torch.manual_seed(0)
+    model = seed_dit()
+    steps = ab_train_steps({"as_is": copy.deepcopy(model), "fp_contract": copy.deepcopy(model)}, rounds=a.step_rounds,
+                           steps=2, compile=True, build_contexts={"fp_contract": fp_contract})
+    record["whole_steps_fp_contract"] = dict(ms=steps, median_ms={n: median(v) for n, v in steps.items()},
+                                             speedup_paired_median=median([b / f for b, f in zip(steps["as_is"], steps["fp_contract"])]))
+    print(f"whole compiled steps: fp_contract {record['whole_steps_fp_contract']['speedup_paired_median']:.3f}x (paired)")
     for n in names[1:]:
         print(f"{n}: {record['median_ms'][n]:.1f} ms against {record['median_ms']['as_is']:.1f}, paired "
               f"{record['speedup_paired_median_vs_as_is'][n]:.3f}x; differences {diffs[n]}")
