@@ -141,7 +141,7 @@ def timed_train(trainer, epochs: int, first_steps: int = 6):
     after the first steps: seconds from the call to the end of each of the first `first_steps` steps (each waited for:
     compiling, warm-up and recording a CUDA graph happen there) and to the end of each epoch (the Trainer's `Epoch N:`
     line, printed right after its one host sync per epoch). Returns (losses, timeline, printed text)."""
-    import contextlib, io
+    import io
     t0, step_ends, epoch_ends = time.perf_counter(), [], []
 
     class Printed(io.StringIO):

@@ -211,7 +211,7 @@ class Recipe:
                 with autocast(device, amp): return sample(net, a.sample_batch, (1, 28, 28), a.sample_steps, device, seed=0)
             return run
         runs = {"plain": lambda: plain_sample(plain_model, a.sample_batch, a.sample_steps, device), "fast": sampler(model)}
-        res, extra = {}, {}
+        extra = {}
         if device.type == "cuda":
             try:
                 graphed = sampler(compile_model(model, "reduce-overhead"))
