@@ -2,7 +2,7 @@
 (QK^T/sqrt(d), softmax, times V)? For 16 to 1024 tokens (8 heads of 32, about 6,272 tokens a batch, like the seed
 DiT's 128 images x 49): forward + backward, as in training, and the forward alone in inference mode, as in sampling;
 alternating, medians. Then whole training steps of the seed DiT with each, alternating. This sets
-`dit.CPU_EXPLICIT_MAX_TOKENS` and `fused_attention_pays`. Writes benchmarks/results/attention_cpu.json.
+`dit.EXPLICIT_MAX_TOKENS` and `fused_attention_pays`. Writes benchmarks/results/attention_cpu.json.
 
     python benchmarks/attention_cpu.py [--rounds 11] [--step-rounds 12]
 """
@@ -34,10 +34,10 @@ def attention_ms(fn, qkv, grad=None) -> float:
 
 @contextlib.contextmanager
 def max_tokens(n: int):
-    "Run with `dit.CPU_EXPLICIT_MAX_TOKENS = n` (0: always the fused kernel)."
-    old, dit.CPU_EXPLICIT_MAX_TOKENS = dit.CPU_EXPLICIT_MAX_TOKENS, n
+    "Run with `dit.EXPLICIT_MAX_TOKENS = n` (0: always the fused kernel)."
+    old, dit.EXPLICIT_MAX_TOKENS = dit.EXPLICIT_MAX_TOKENS, n
     try: yield
-    finally: dit.CPU_EXPLICIT_MAX_TOKENS = old
+    finally: dit.EXPLICIT_MAX_TOKENS = old
 
 
 def main():
@@ -67,10 +67,10 @@ def main():
     # whole training steps of the seed DiT (49 tokens), fresh copies of the same weights, alternating
     base = seed_dit()
     step_ms = ab_train_steps({k: copy.deepcopy(base) for k in kernels}, a.step_rounds,
-                             contexts={"fused": lambda: max_tokens(0), "explicit": lambda: max_tokens(dit.CPU_EXPLICIT_MAX_TOKENS)})
+                             contexts={"fused": lambda: max_tokens(0), "explicit": lambda: max_tokens(dit.EXPLICIT_MAX_TOKENS)})
     record = dict(
         benchmark="attention_cpu", device="cpu", heads=HEADS, head_dim=HEAD_DIM, rounds=a.rounds, sequence_lengths=lengths,
-        cpu_explicit_max_tokens=dit.CPU_EXPLICIT_MAX_TOKENS,
+        cpu_explicit_max_tokens=dit.EXPLICIT_MAX_TOKENS,
         training_step_seed_dit=dict(what="Trainer.train_step, batch 128, 49 tokens; the fused kernel vs the formula",
                                     ms=step_ms, median_ms={k: median(v) for k, v in step_ms.items()},
                                     explicit_speedup_paired_median=median([f / e for f, e in zip(step_ms["fused"], step_ms["explicit"])])),
@@ -78,7 +78,7 @@ def main():
     s = record["training_step_seed_dit"]
     print(f"seed DiT training step: fused {s['median_ms']['fused']:.0f} ms, explicit {s['median_ms']['explicit']:.0f} ms "
           f"(explicit {s['explicit_speedup_paired_median']:.2f}x, paired median); the model trains with the formula up to "
-          f"{dit.CPU_EXPLICIT_MAX_TOKENS} tokens")
+          f"{dit.EXPLICIT_MAX_TOKENS} tokens")
     write_json("attention_cpu", record)
 
 

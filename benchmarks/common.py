@@ -56,13 +56,14 @@ ATTENTION_VARIANTS = ("sdpa", "explicit", "bf16")
 
 @contextlib.contextmanager
 def attention(model, how: str):
-    """Run attention as `how` says while the context is open (compiling and recording happen inside): "sdpa" as the
-    package runs it (through scaled_dot_product_attention, in fp32 under autocast), "explicit" the written-out formula
-    on every device (as the package trains on CPUs), "bf16" SDPA in bf16 under autocast (`model`'s `Attention.upcast` off)."""
+    """Run attention as `how` says while the context is open (compiling and recording happen inside), whatever
+    `dit.fused_attention_pays` would choose: "sdpa" through scaled_dot_product_attention (in fp32 under autocast),
+    "explicit" the written-out formula (what the package trains with on CPUs, and compiled on GPUs, on short
+    sequences), "bf16" SDPA in bf16 under autocast (`model`'s `Attention.upcast` off)."""
     from from_noise_to_images import dit
     if how not in ATTENTION_VARIANTS: raise ValueError(f"unknown attention variant {how!r}: choose from {ATTENTION_VARIANTS}")
     pays = dit.fused_attention_pays
-    if how == "explicit": dit.fused_attention_pays = lambda device, num_tokens, backward=True: False
+    dit.fused_attention_pays = lambda device, num_tokens, backward=True: how != "explicit"
     if how == "bf16": attention_in_bf16(model)
     try: yield
     finally: dit.fused_attention_pays = pays

@@ -5,14 +5,15 @@ Phases, in order, each written to the JSON as soon as it ends (a phase that fail
 0. cuda_start: what any CUDA process pays once before its first model (the context; loading cuBLAS, cuDNN and the
    kernels of a DiT step), on a tiny DiT, so that neither the fast path nor the naive loop, whichever runs first,
    carries it. Each fast phase's goals are checked with and without it (`wall_le_60s_with_cuda_start`).
-1. fast_graph: `Trainer(..., compile=True)`, as a practitioner calls it on one GPU: device-resident batches, SDPA, fused capturable AdamW,
-   TF32, the DiT's blocks compiled one by one, the whole step recorded as one CUDA graph (`--amp` adds bf16 autocast).
-   Wall time includes building, compiling, warm-up and recording; its `timeline` says where it went (building the
-   trainer, the first six steps one by one, each epoch): on the H200s the phase took 6.8 s (fp32) and 7.3 s (bf16)
-   longer than its first step's compile and 30 steady epochs explain.
-   With --explicit-attention-too, then fast_graph_explicit_attention: the same with attention written out on the GPU
-   too (batched matmuls and a softmax Inductor fuses, as the package trains on CPUs) instead of SDPA, whose fp32
-   kernels are the longest of a compiled fp32 step; 30 epochs of it in bf16 also say whether it holds there.
+1. fast_graph: `Trainer(..., compile=True)`, as a practitioner calls it on one GPU: device-resident batches, fused
+   capturable AdamW, TF32, the DiT's blocks compiled one by one with attention written out (what the package trains
+   with on short sequences once compiled), the whole step recorded as one CUDA graph (`--amp` adds bf16 autocast, the
+   Trainer's default on such GPUs). Wall time includes building, compiling, warm-up and recording; its `timeline` says
+   where it went (building the trainer, the first six steps one by one, each epoch). On the first H100 the first
+   epoch's extra time was its first step's compile, once cuda_start had paid CUDA's own start (7.0 s).
+   With --sdpa-too, then fast_graph_sdpa: the same with attention through scaled_dot_product_attention, as the
+   package trained on GPUs until 2026-11-27 (61.7 s on that H100 from a cold compile cache, against 49.7 s for the
+   written-out formula run second, its cache warmed by the first).
 2. fast: `Trainer(..., compile=True, cuda_graph=False)`: torch.compile with its own CUDA graphs ("reduce-overhead").
 3. naive: the seed's loop (per-sample PIL transforms in a DataLoader with num_workers=0, manual attention, fp32,
    loss.item() every step). It stops after the epoch that passes --naive-max-s; its wall time is then scaled to all
@@ -243,14 +244,14 @@ def main():
     p.add_argument("--sample-batch", type=int, default=256)
     p.add_argument("--sample-steps", type=int, default=50)
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--amp", action="store_true", help="bf16 autocast in the fast phases and sampling (off by default, as in the Trainer)")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast in the fast phases and sampling (the Trainer's default on GPUs with bf16 tensor cores)")
     p.add_argument("--extra-if-s", type=float, default=420.0,
                    help="run phase 6 only if the run so far took less than this")
     p.add_argument("--skip-graph", action="store_true", help="leave out the step graph (if its tests failed on this GPU)")
     p.add_argument("--skip-reduce-overhead", action="store_true",
                    help="leave out compile with its own CUDA graphs (measured before), to leave a lease's minutes for other checks")
-    p.add_argument("--explicit-attention-too", action="store_true",
-                   help="after fast_graph, the same with attention written out instead of SDPA (fast_graph_explicit_attention)")
+    p.add_argument("--sdpa-too", action="store_true",
+                   help="after fast_graph, the same with attention through SDPA instead of written out (fast_graph_sdpa)")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--smoke", action="store_true", help="phases 1-5 on a CPU with 384 images: tests this script")
     a = p.parse_args()
@@ -267,8 +268,8 @@ def main():
     cuda = device.type == "cuda"   # the step graph needs CUDA: under --smoke its phases run without it
     r.phase("cuda_start", r.cuda_start)
     if not a.skip_graph: r.phase("fast_graph", lambda: r.fast(compile=True, amp=a.amp))   # compile=True's default: the graph
-    if a.explicit_attention_too and not a.skip_graph:
-        with attention(None, "explicit"): r.phase("fast_graph_explicit_attention", lambda: r.fast(compile=True, amp=a.amp))
+    if a.sdpa_too and not a.skip_graph:
+        with attention(None, "sdpa"): r.phase("fast_graph_sdpa", lambda: r.fast(compile=True, amp=a.amp))
     if not a.skip_reduce_overhead: r.phase("fast", lambda: r.fast(compile=True, amp=a.amp, cuda_graph=False))
     r.phase("naive", r.naive)
     r.phase("sync_check", r.sync_check)

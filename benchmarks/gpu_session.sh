@@ -4,18 +4,19 @@
 # matters most:
 #   1. the CUDA-only tests (the step recorded as a CUDA graph trains like the plain step, and records again after a resume),
 #   2. benchmarks/gpu_recipe.py: the seed's 30-epoch recipe end to end as `compile=True, amp=True` runs it (the step
-#      graph with compiled blocks, bf16 with attention in fp32; AMP=0 for fp32) from a cold compile cache, then the
-#      same with attention written out instead of SDPA (EXPLICIT=0 leaves it out), the naive loop for about 30 s,
+#      graph with compiled blocks, attention written out, bf16 with attention in fp32; AMP=0 for fp32) from a cold
+#      compile cache, then the same with attention through SDPA (SDPA=0 leaves it out), the naive loop for about 30 s,
 #      host syncs, sampling (plain, and compiled with CUDA graphs); the graph phases only if step 1 passed,
 #   3. benchmarks/gpu_step.py: milliseconds per step, first of the step graph in fp32 and bf16 with attention through
-#      SDPA or written out (whether the package should write it out on GPUs too, as it does to train on CPUs), then
-#      of the other ways of running a step, for what time is left,
+#      SDPA or written out (the package writes it out, compiled, since an H100 measured that 6-11% faster), then of
+#      the other ways of running a step, for what time is left,
 #   4. $PROBE (e.g. PROBE=bf16 PROBE_SEED=1, or PROBE=bf16 PROBE_CLASSES=10 for chapter 3's class-conditional recipe):
 #      benchmarks/gpu_bf16_probe.py variants, 30 epochs each with the attention logits and the residual stream recorded
-#      after every epoch (about a minute each; 75 s of timeout each).
+#      after every epoch (about a minute each on an H100 or H200; 75 s of timeout each).
 # Usage: benchmarks/gpu_session.sh OUT [MNIST_GZ_DIR]; MNIST's four .gz files are copied from MNIST_GZ_DIR if given.
 # TESTS=0 skips step 1 (graph phases kept), RECIPE=0 step 2 and STEP=0 step 3, for a short second call on a machine
-# whose tests passed (TESTS=0 RECIPE=0 STEP=0 PROBE=bf16 PROBE_CLASSES=10: the class-conditional probe alone).
+# whose tests passed (TESTS=0 RECIPE=0 STEP=0 PROBE=bf16 PROBE_CLASSES=10: the class-conditional probe alone). On
+# 2026-11-27 the whole of it took 435 s on a fresh H100 with PROBE=bf16 PROBE_CLASSES=10, the start 34 s more.
 set -u
 out=${1:?usage: gpu_session.sh OUT [MNIST_GZ_DIR]}; mkdir -p "$out"; out=$(cd "$out" && pwd)
 cd "$(dirname "$0")/.."
@@ -33,9 +34,9 @@ if [ "${TESTS:-1}" != 0 ]; then
 fi
 cd benchmarks
 amp=--amp; [ "${AMP:-1}" = 0 ] && amp=
-explicit=--explicit-attention-too; [ "${EXPLICIT:-1}" = 0 ] && explicit=
+sdpa=--sdpa-too; [ "${SDPA:-1}" = 0 ] && sdpa=
 if [ "${RECIPE:-1}" != 0 ]; then
-  timeout 260 python gpu_recipe.py --naive-max-s 30 --extra-if-s 0 --skip-reduce-overhead $amp $explicit $skip --out "$out" > "$out/gpu_recipe_log.txt" 2>&1
+  timeout 260 python gpu_recipe.py --naive-max-s 30 --extra-if-s 0 --skip-reduce-overhead $amp $sdpa $skip --out "$out" > "$out/gpu_recipe_log.txt" 2>&1
   grep -E '^(cuda start|fast|naive epoch|sync|sampling)' "$out/gpu_recipe_log.txt"
 fi
 if [ "${STEP:-1}" != 0 ]; then

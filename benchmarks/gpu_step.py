@@ -34,12 +34,14 @@ RECIPE_STEPS = 30 * (60_000 // 128)   # the seed's recipe: 30 epochs at batch 12
 CONFIGS = [  # (name, compile, amp, optimizer: the Trainer's (fused AdamW on CUDA) or compiled,
              #  blocks compiled one by one: None is compile_model's choice, whole with CUDA graphs,
              #  the whole step as one CUDA graph: Trainer(cuda_graph=True),
-             #  attention: "sdpa" as the package runs it (fp32 under autocast), "explicit" the written-out formula
-             #  instead of scaled_dot_product_attention, "bf16" SDPA in bf16 under autocast (Attention.upcast off))
+             #  attention: "sdpa" through scaled_dot_product_attention (fp32 under autocast), "explicit" the written-out
+             #  formula (what the package trains with, compiled, since 2026-11-27), "bf16" SDPA in bf16 under autocast
+             #  (Attention.upcast off))
     ("step_graph_compiled_blocks_fp32", True, False, "trainer", None, True, "sdpa"),
     # on 2026-11-27 SDPA's fp32 kernels (cutlass memory-efficient, forward and backward) held 0.72 of the 3.60 ms of
     # kernels in a compiled fp32 step on an H200, and bf16 with them took 3.13 ms a step against 2.59 with bf16 SDPA: on 49
-    # tokens the written-out formula (batched matmuls, a fused softmax) may be faster, in fp32 and under autocast
+    # tokens the written-out formula (batched matmuls, a fused softmax) may be faster, in fp32 and under autocast.
+    # On the first H100 it was: 3.88 against 4.11 ms in fp32, 3.11 against 3.46 in bf16 (gpu_step_h100.json)
     ("step_graph_compiled_blocks_fp32_explicit_attention", True, False, "trainer", None, True, "explicit"),
     ("step_graph_compiled_blocks_bf16", True, True, "trainer", None, True, "sdpa"),
     ("step_graph_compiled_blocks_bf16_explicit_attention", True, True, "trainer", None, True, "explicit"),

@@ -49,9 +49,12 @@ def test_attention_variants_do_what_they_say(bench):
     model = DiT(img_size=8, patch_size=4, in_channels=1, embed_dim=32, depth=2, num_heads=4)
     pays = dit_module.fused_attention_pays
     with common.attention(model, "explicit"):
-        assert not dit_module.fused_attention_pays("cuda", 49)          # the formula on GPUs too
+        assert not dit_module.fused_attention_pays("cuda", 49)          # the formula uncompiled on GPUs too
     assert dit_module.fused_attention_pays is pays                       # and put back
+    with common.attention(model, "sdpa"):
+        assert dit_module.fused_attention_pays("cpu", 49)               # the kernel even where the package would not
     with common.attention(model, "bf16"):
+        assert dit_module.fused_attention_pays("cpu", 49)
         assert not any(m.upcast for m in model.modules() if isinstance(m, Attention))
     assert Attention.upcast                                              # only this model's modules changed
     with pytest.raises(ValueError, match="unknown attention variant"):

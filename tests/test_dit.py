@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from from_noise_to_images.dit import (DiT, AdaLN, Attention, PatchEmbed, TimestepEmbedding, CPU_EXPLICIT_MAX_TOKENS,
+from from_noise_to_images.dit import (DiT, AdaLN, Attention, PatchEmbed, TimestepEmbedding, EXPLICIT_MAX_TOKENS,
                                       explicit_attention, fused_attention_pays, sincos_1d, sincos_2d)
 from from_noise_to_images import dit as dit_module
 from from_noise_to_images.models import timestep_embedding
@@ -154,20 +154,47 @@ def test_sdpa_equals_explicit_formula():
 
 
 def test_attention_takes_the_faster_kernel_for_the_device(monkeypatch):
-    "Training on a CPU: the formula up to CPU_EXPLICIT_MAX_TOKENS tokens, the fused kernel past it; inference and GPUs: the fused kernel."
+    "Training on a CPU: the formula up to EXPLICIT_MAX_TOKENS tokens, the fused kernel past it; inference and GPUs: the fused kernel."
     calls, real = [], F.scaled_dot_product_attention
     monkeypatch.setattr(F, "scaled_dot_product_attention", lambda q, *a, **kw: calls.append(q.shape[2]) or real(q, *a, **kw))
     torch.manual_seed(0)
     attn = Attention(64, 4)
-    for n in (49, CPU_EXPLICIT_MAX_TOKENS, CPU_EXPLICIT_MAX_TOKENS + 1, 196):
+    for n in (49, EXPLICIT_MAX_TOKENS, EXPLICIT_MAX_TOKENS + 1, 196):
         x = torch.randn(2, n, 64)
         torch.testing.assert_close(attn(x), attn(x, return_weights=True)[0], atol=1e-5, rtol=1e-5)
-    assert calls == [CPU_EXPLICIT_MAX_TOKENS + 1, 196]
+    assert calls == [EXPLICIT_MAX_TOKENS + 1, 196]
     with torch.no_grad(): attn(torch.randn(2, 49, 64))             # inference: the kernel's forward is the fast one
     with torch.inference_mode(): attn(torch.randn(2, 49, 64))
     assert calls[2:] == [49, 49]
     assert fused_attention_pays("cuda", 49) and fused_attention_pays("meta", 49) and fused_attention_pays("cpu", 49, backward=False)
     assert not fused_attention_pays("cpu", 49) and fused_attention_pays(torch.device("cpu"), 196)
+
+
+def test_compiled_training_on_a_gpu_writes_attention_out():
+    "Under torch.compile a CUDA GPU trains on short sequences with the formula (Inductor fuses it); eager, inference and long ones take the kernel."
+    traced = lambda f: torch.compile(f, backend="eager", fullgraph=True)()   # TorchDynamo traces f; nothing is generated
+    assert traced(lambda: fused_attention_pays("cuda", 49)) is False
+    assert traced(lambda: fused_attention_pays("cuda", EXPLICIT_MAX_TOKENS + 1)) is True
+    assert traced(lambda: fused_attention_pays("cuda", 49, backward=False)) is True
+    assert traced(lambda: fused_attention_pays("mps", 49)) is True            # measured on CUDA only
+    assert fused_attention_pays("cuda", 49) is True                           # eager: one kernel, fewer launches
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_a_compiled_block_is_one_graph(amp, monkeypatch):
+    "No graph break in a DiT block, with or without autocast (torch 2.11 broke every block at is_autocast_available)."
+    from from_noise_to_images.dit import DiTBlock
+    # as torch 2.11 had it: a function TorchDynamo does not trace, so calling it inside the block would split its graph
+    monkeypatch.setattr(torch.amp, "is_autocast_available", torch._dynamo.disable(torch.amp.is_autocast_available))
+    graphs = []
+    def counting_backend(gm, example_inputs): graphs.append(gm); return gm.forward
+    block = DiTBlock(32, 4, cond_dim=64)
+    compiled = torch.compile(block, backend=counting_backend, fullgraph=True)   # fullgraph: a break raises
+    x, c = torch.randn(2, 49, 32), torch.randn(2, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        out, ref = compiled(x, c), block(x, c)
+    assert len(graphs) == 1 and out.dtype == ref.dtype
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
 def test_attention_module_paths_agree():
