@@ -110,9 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the model's blocks and, on one GPU, record each step as a CUDA graph (compile time printed)")
     t.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
                    help="record each step as one CUDA graph (one GPU; default: with --compile there)")
-    t.add_argument("--amp", action="store_true",
-                   help="bf16 autocast (Ampere-or-newer GPUs: faster there; opt-in, as only one 30-epoch run backs it so far; "
-                        "slower, with a warning, on older GPUs and on CPUs without bf16 instructions)")
+    t.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (default: on GPUs with bf16 tensor cores, Ampere and newer, where it is faster; "
+                        "--amp elsewhere is slower and warns; --no-amp trains in fp32)")
     s = sub.add_parser("sample", help="generate a grid of digits from a checkpoint",
                        description="Load a checkpoint (its EMA weights when it has them) and integrate from noise to "
                                    "images with an ODE solver; write a PNG grid.")
@@ -194,6 +194,7 @@ def cmd_train(a) -> dict:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items() if k != "func"}
     record = dict(epoch_losses=trainer.losses, step_losses=trainer.step_losses, train_seconds=round(train_s, 2),
                   device=str(device), num_params=trainer.num_params, steps=trainer.step, run=trainer.train_config["run"],
+                  amp=trainer.amp,   # what the Trainer chose, when settings["amp"] (the flag) is None
                   sampled_with="ema" if trainer.ema is not None else "raw", settings=settings)
     (out / "losses.json").write_text(json.dumps(record, indent=1))
     final = f", final loss {trainer.losses[-1]:.4f}" if trainer.losses else ""

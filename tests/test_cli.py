@@ -147,6 +147,10 @@ def test_train_speed_flags_reach_the_trainer(tmp_path, monkeypatch, capsys):
     assert "leave cuda_graph off" in capsys.readouterr().err
     settings = json.loads((tmp_path / "b" / "losses.json").read_text())["settings"]
     assert settings["compile"] is True and settings["amp"] is True
+    record = json.loads((tmp_path / "a" / "losses.json").read_text())
+    assert record["settings"]["amp"] is None and record["amp"] is False    # not asked: the Trainer's choice, fp32 on a CPU
+    assert main(["train", *TINY, "--no-amp", "--out", str(tmp_path / "d")]) == 0
+    assert made[-1].amp is False
 
 
 def test_help_for_each_command(capsys):
