@@ -29,7 +29,9 @@ def main():
     p.add_argument("--device", default=None)
     p.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
                    help="compile the fast path's model (compile time reported); optionally a torch.compile mode")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast in the fast path (GPUs; about 30x slower on this CPU)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast in the fast path (default: the Trainer's choice, on for GPUs with bf16 tensor cores; "
+                        "about 30x slower on this CPU)")
     a = p.parse_args()
     device = torch.device(a.device) if a.device else get_device()
     load_start = load_average()
@@ -68,11 +70,12 @@ def main():
     fast_med, naive_med = median(fast), median(naive)
     record = dict(
         benchmark="train_throughput", device=str(device), model="seed DiT (12,351,760 parameters)", batch_size=a.batch_size,
-        steps_per_timing=a.steps, rounds=a.rounds, compile=trainer.compile_mode, amp=a.amp,
+        steps_per_timing=a.steps, rounds=a.rounds, compile=trainer.compile_mode, amp=trainer.amp,
         fast=dict(what="Trainer fast path: device-resident batches, "
-                       + ("SDPA" if fused_attention_pays(device, 49) else "attention written out (faster than SDPA on a CPU at 49 tokens)")
+                       + ("SDPA" if fused_attention_pays(device, 49) and not (a.compile and device.type == "cuda")
+                          else "attention written out (faster than SDPA to train on 49 tokens on a CPU, and compiled on a GPU)")
                        + ", one host sync per epoch"
-                       + (", fused AdamW, TF32" if device.type == "cuda" else "") + (", bf16 autocast" if a.amp else ", fp32")
+                       + (", fused AdamW, TF32" if device.type == "cuda" else "") + (", bf16 autocast" if trainer.amp else ", fp32")
                        + (f", torch.compile ({trainer.compile_mode})" if a.compile else ""),
                   images_per_s=fast, median_images_per_s=fast_med, warmup_s=warm_fast_s),
         naive=dict(what="seed-style loop: manual attention, fp32, per-sample PIL transforms in a DataLoader, loss.item() per step",
