@@ -12,8 +12,8 @@ Phases, in order, each written to the JSON as soon as it ends (a phase that fail
    where it went (building the trainer, the first six steps one by one, each epoch). On the first H100 the first
    epoch's extra time was its first step's compile, once cuda_start had paid CUDA's own start (7.0 s).
    With --sdpa-too, then fast_graph_sdpa: the same with attention through scaled_dot_product_attention, as the
-   package trained on GPUs until 2026-11-27 (61.7 s on that H100 from a cold compile cache, against 49.7 s for the
-   written-out formula run second, its cache warmed by the first).
+   package trained on GPUs until 2026-11-27 (61.7 s on that H100 from a nearly cold compile cache, against 49.7 s for
+   the written-out formula run second, its cache warmed by the first).
 2. fast: `Trainer(..., compile=True, cuda_graph=False)`: torch.compile with its own CUDA graphs ("reduce-overhead").
 3. naive: the seed's loop (per-sample PIL transforms in a DataLoader with num_workers=0, manual attention, fp32,
    loss.item() every step). It stops after the epoch that passes --naive-max-s; its wall time is then scaled to all
