@@ -12,10 +12,14 @@
 #      the other ways of running a step, for what time is left,
 #   4. $PROBE (e.g. PROBE=bf16 PROBE_SEED=1, or PROBE=bf16 PROBE_CLASSES=10 for chapter 3's class-conditional recipe):
 #      benchmarks/gpu_bf16_probe.py variants, 30 epochs each with the attention logits and the residual stream recorded
-#      after every epoch (about a minute each on an H100 or H200; 75 s of timeout each).
+#      after every epoch (about a minute each on an H100 or H200; 75 s of timeout each),
+#   5. PATCH2=1: benchmarks/gpu_step.py's attention pairs (compiled step graph, SDPA vs written out, fp32 and bf16) on
+#      196 tokens (patch 2) instead of 49, 100 steps each: is EXPLICIT_MAX_TOKENS (64, from CPU measurements) right on
+#      a GPU (about 1-2 minutes; 150 s of timeout).
 # Usage: benchmarks/gpu_session.sh OUT [MNIST_GZ_DIR]; MNIST's four .gz files are copied from MNIST_GZ_DIR if given.
 # TESTS=0 skips step 1 (graph phases kept), RECIPE=0 step 2 and STEP=0 step 3, for a short second call on a machine
-# whose tests passed (TESTS=0 RECIPE=0 STEP=0 PROBE=bf16 PROBE_CLASSES=10: the class-conditional probe alone). On
+# whose tests passed (TESTS=0 RECIPE=0 STEP=0 PROBE=bf16 PROBE_CLASSES=10: the class-conditional probe alone;
+# TESTS=0 RECIPE=0 STEP=0 PATCH2=1: the 196-token attention pairs alone). On
 # 2026-11-27 the whole of it took 435 s on a fresh H100 with PROBE=bf16 PROBE_CLASSES=10, the start 34 s more.
 set -u
 out=${1:?usage: gpu_session.sh OUT [MNIST_GZ_DIR]}; mkdir -p "$out"; out=$(cd "$out" && pwd)
@@ -47,5 +51,9 @@ if [ -n "${PROBE:-}" ]; then
   n=$(echo "$PROBE" | tr ',' '\n' | wc -l)   # about a minute a variant on an H200, cold compiling included
   timeout $((30 + 75 * n)) python gpu_bf16_probe.py --variants "$PROBE" --seed "${PROBE_SEED:-0}" ${PROBE_CLASSES:+--num-classes "$PROBE_CLASSES"} --out "$out" > "$out/gpu_bf16_probe_log.txt" 2>&1
   grep -E 'epoch (10|17|18|20|25|30):|FAILED' "$out/gpu_bf16_probe_log.txt"
+fi
+if [ "${PATCH2:-0}" != 0 ]; then
+  timeout 150 python gpu_step.py --patch-size 2 --only ATTENTION_PAIRS --steps 100 --max-s 110 --out "$out" > "$out/gpu_step_patch2_log.txt" 2>&1
+  grep -E 'ms/step|FAILED' "$out/gpu_step_patch2_log.txt"
 fi
 exit 0

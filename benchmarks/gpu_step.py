@@ -12,9 +12,13 @@ dropped) from its figures.
 This is how the Trainer's defaults were chosen: a small model on a fast GPU is bound by kernel launches.
 A configuration that fails records its error and the run goes on; the JSON is rewritten after each, and configurations
 that would start after --max-s are skipped (recorded as such).
-Writes gpu_step.json to --out (default benchmarks/results). Needs CUDA; `--smoke` runs it on a CPU, briefly.
+`--patch-size 2 --only NAMES` times chosen configurations on 196 tokens instead of the seed's 49 (bare passes, profile
+and kernel breakdown left out): where, on a GPU, the written-out attention stops paying (`dit.EXPLICIT_MAX_TOKENS`, 64,
+comes from CPU measurements).
+Writes gpu_step.json (gpu_step_patch2.json with --patch-size 2) to --out (default benchmarks/results). Needs CUDA;
+`--smoke` runs it on a CPU, briefly.
 
-    python benchmarks/gpu_step.py [--steps 300] [--max-s 600] [--out DIR] [--smoke]
+    python benchmarks/gpu_step.py [--steps 300] [--max-s 600] [--patch-size 4] [--only NAME,...] [--out DIR] [--smoke]
 """
 import argparse
 import json
@@ -27,6 +31,7 @@ import torch
 from common import RESULTS, attention, load_average, machine, seed_dit   # attention(model, how): see CONFIGS
 from from_noise_to_images.budget import HOST_S_PER_OP, ops_per_training_step
 from from_noise_to_images.core import mnist_loader, seed_everything
+from from_noise_to_images.dit import EXPLICIT_MAX_TOKENS
 from from_noise_to_images.fast import compile_model, synchronize
 from from_noise_to_images.train import Trainer
 
@@ -60,6 +65,24 @@ CONFIGS = [  # (name, compile, amp, optimizer: the Trainer's (fused AdamW on CUD
     # the optimizer took about 1 ms of host time per step on the H200's slow host: compile it too
     ("compile_cudagraphs_fp32_compiled_adamw", "reduce-overhead", False, "compiled", None, False, "sdpa"),
 ]
+
+
+# the written-out attention against SDPA, compiled in the step graph, fp32 and bf16: the choice EXPLICIT_MAX_TOKENS makes
+ATTENTION_PAIRS = ("step_graph_compiled_blocks_fp32", "step_graph_compiled_blocks_fp32_explicit_attention",
+                   "step_graph_compiled_blocks_bf16", "step_graph_compiled_blocks_bf16_explicit_attention")
+
+
+def pick_configs(configs, only: str | None) -> list:
+    "The configurations named in `only` (comma-separated), in table order; all of them without it."
+    if not only: return list(configs)
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    if unknown := sorted(set(names) - {c[0] for c in configs}):
+        raise SystemExit(f"--only: unknown configurations {unknown}; known: {[c[0] for c in configs]}")
+    return [c for c in configs if c[0] in names]
+
+
+def step_file_name(patch_size: int = 4) -> str:
+    return "gpu_step.json" if patch_size == 4 else f"gpu_step_patch{patch_size}.json"
 
 
 def step_ms(trainer, steps, warmup=5) -> tuple[float, float, list[float]]:
@@ -149,6 +172,9 @@ def main():
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--max-s", type=float, default=600.0, help="start no configuration after this many seconds")
     p.add_argument("--skip-graph", action="store_true", help="leave out the step graph (if its tests failed on this GPU)")
+    p.add_argument("--patch-size", type=int, default=4, choices=(1, 2, 4, 7, 14), help="4: the seed's 49 tokens; 2: 196")
+    p.add_argument("--only", help="comma-separated configuration names (ATTENTION_PAIRS: the attention pairs); with it, "
+                                  "the bare passes, the profile and the kernel breakdown are left out")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--smoke", action="store_true", help="a few steps on a CPU, to test this script")
     a = p.parse_args()
@@ -160,11 +186,16 @@ def main():
                    ("compile_whole_model_cpu_smoke", "default", False, "trainer", False, False, "sdpa")]
     elif not torch.cuda.is_available(): sys.exit("gpu_step.py needs a CUDA GPU; --smoke checks the script on a CPU")
     else: device, subset, configs = torch.device("cuda"), None, [c for c in CONFIGS if not (a.skip_graph and c[5])]
+    if a.only == "ATTENTION_PAIRS": a.only = ",".join(ATTENTION_PAIRS)
+    configs = pick_configs(configs, a.only)
+    tokens = (28 // a.patch_size) ** 2
     t_start = time.perf_counter()
     loader = mnist_loader(batch_size=128, subset=subset, seed=0)
-    record = dict(benchmark="gpu_step", device=str(device), batch_size=128, steps_timed=a.steps, machine=machine(),
-                  recipe_steps=RECIPE_STEPS, load_average_start=load_average(), configs={})
-    out = Path(a.out) / "gpu_step.json"; out.parent.mkdir(parents=True, exist_ok=True)
+    record = dict(benchmark="gpu_step", device=str(device), batch_size=128, patch_size=a.patch_size, tokens=tokens,
+                  package_trains_compiled_on_cuda_with="explicit" if tokens <= EXPLICIT_MAX_TOKENS else "sdpa",
+                  steps_timed=a.steps, machine=machine(), recipe_steps=RECIPE_STEPS, load_average_start=load_average(),
+                  configs={})
+    out = Path(a.out) / step_file_name(a.patch_size); out.parent.mkdir(parents=True, exist_ok=True)
     def done(name, warm, ms, losses, **extra):
         record["configs"][name] = dict(extra, warmup_s=warm, ms_per_step=ms, projected_recipe_s=warm + RECIPE_STEPS * ms / 1e3,
                                        loss_first=losses[0], loss_last_50_mean=sum(losses[-50:]) / len(losses[-50:]))
@@ -174,40 +205,41 @@ def main():
         except Exception as e:   # one failing configuration must not cost the others their (GPU) time
             record["configs"][name] = dict(error=f"{type(e).__name__}: {e}"[:2000]); print(f"{name}: FAILED {e!r}", flush=True)
         out.write_text(json.dumps(record, indent=1) + "\n")
-    m = seed_dit().to(device)
-    x, t = torch.randn(128, 1, 28, 28, device=device), torch.rand(128, device=device)
-    for label, grad in (("bare_forward_backward_fp32", True), ("bare_forward_no_grad_fp32", False)):
-        with torch.set_grad_enabled(grad):
-            for _ in range(5): (m(x, t).square().mean().backward() if grad else m(x, t))
-            synchronize(device); t0 = time.perf_counter()
-            for _ in range(a.steps): (m(x, t).square().mean().backward() if grad else m(x, t))
-            synchronize(device)
-        record[label + "_ms"] = (time.perf_counter() - t0) / a.steps * 1e3
-    # the budget module's host cost per op (HOST_S_PER_OP) comes from this figure and a CPU count of the same pass's ops
-    ops = ops_per_training_step(seed_dit())
-    record["budget_host_calibration"] = dict(ops_per_step_counted_on_cpu=ops, host_s_per_op_in_budget=HOST_S_PER_OP,
-                                             host_s_per_op_measured=record["bare_forward_backward_fp32_ms"] / 1e3 / ops)
-    record["eager_fp32_profile"] = profile_step(Trainer(seed_dit(), loader, lr=1e-4, weight_decay=0.01, device=device),
-                                                steps=2 if a.smoke else 10)
-    out.write_text(json.dumps(record, indent=1) + "\n")
-    try:
-        seed_everything(0)
-        record["compiled_fp32_kernels"] = kernel_breakdown(
-            Trainer(seed_dit(), loader, lr=1e-4, weight_decay=0.01, device=device, compile="default", cuda_graph=False),
-            steps=2 if a.smoke else 10)
-        kb = record["compiled_fp32_kernels"]
-        print(f"compiled fp32 step: {kb['ms_per_step']:.2f} ms of kernels, {kb['kernels_per_step']:.0f} kernels: " +
-              ", ".join(f"{k} {v['ms_per_step']:.2f}" for k, v in kb["by_kind"].items()), flush=True)
-    except Exception as e:
-        record["compiled_fp32_kernels"] = dict(error=f"{type(e).__name__}: {e}"[:2000]); print(f"kernel breakdown: FAILED {e!r}")
-    out.write_text(json.dumps(record, indent=1) + "\n")
+    if not a.only:   # the bare passes, the profile and where the kernel time goes: the seed model only
+        m = seed_dit().to(device)
+        x, t = torch.randn(128, 1, 28, 28, device=device), torch.rand(128, device=device)
+        for label, grad in (("bare_forward_backward_fp32", True), ("bare_forward_no_grad_fp32", False)):
+            with torch.set_grad_enabled(grad):
+                for _ in range(5): (m(x, t).square().mean().backward() if grad else m(x, t))
+                synchronize(device); t0 = time.perf_counter()
+                for _ in range(a.steps): (m(x, t).square().mean().backward() if grad else m(x, t))
+                synchronize(device)
+            record[label + "_ms"] = (time.perf_counter() - t0) / a.steps * 1e3
+        # the budget module's host cost per op (HOST_S_PER_OP) comes from this figure and a CPU count of the same pass's ops
+        ops = ops_per_training_step(seed_dit())
+        record["budget_host_calibration"] = dict(ops_per_step_counted_on_cpu=ops, host_s_per_op_in_budget=HOST_S_PER_OP,
+                                                 host_s_per_op_measured=record["bare_forward_backward_fp32_ms"] / 1e3 / ops)
+        record["eager_fp32_profile"] = profile_step(Trainer(seed_dit(), loader, lr=1e-4, weight_decay=0.01, device=device),
+                                                    steps=2 if a.smoke else 10)
+        out.write_text(json.dumps(record, indent=1) + "\n")
+        try:
+            seed_everything(0)
+            record["compiled_fp32_kernels"] = kernel_breakdown(
+                Trainer(seed_dit(), loader, lr=1e-4, weight_decay=0.01, device=device, compile="default", cuda_graph=False),
+                steps=2 if a.smoke else 10)
+            kb = record["compiled_fp32_kernels"]
+            print(f"compiled fp32 step: {kb['ms_per_step']:.2f} ms of kernels, {kb['kernels_per_step']:.0f} kernels: " +
+                  ", ".join(f"{k} {v['ms_per_step']:.2f}" for k, v in kb["by_kind"].items()), flush=True)
+        except Exception as e:
+            record["compiled_fp32_kernels"] = dict(error=f"{type(e).__name__}: {e}"[:2000]); print(f"kernel breakdown: FAILED {e!r}")
+        out.write_text(json.dumps(record, indent=1) + "\n")
     for name, compile, amp, opt, regional, graph, attn in configs:
         if time.perf_counter() - t_start > a.max_s:
             record["configs"][name] = dict(skipped=f"--max-s {a.max_s:.0f} s passed"); continue
         def run():
             torch._dynamo.reset()   # every configuration compiles the same block code anew: no recompile limit, no reuse
             seed_everything(0)
-            model = seed_dit()
+            model = seed_dit(patch_size=a.patch_size)
             with attention(model, attn):
                 trainer = Trainer(model, loader, lr=1e-4, weight_decay=0.01, device=device, compile=compile, amp=amp,
                                   cuda_graph=graph)

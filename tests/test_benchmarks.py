@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from from_noise_to_images import dit as dit_module
 from from_noise_to_images.dit import Attention, DiT
@@ -42,6 +43,22 @@ def test_gpu_step_configurations_are_well_formed(bench):
         assert compile in (True, False) or compile in ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
         assert ("bf16" in name) == amp and ("explicit" in name) == (attention == "explicit"), name
     assert all(c[5] for c in gpu_step.CONFIGS[:5])   # the decisive ones first: the step graph, both attentions
+
+
+def test_gpu_step_picks_configurations_by_name(bench):
+    "`--only` for a short GPU call (e.g. the attention pairs on 196 tokens): table order kept, a typo refused by name."
+    gpu_step = bench("gpu_step")
+    assert set(gpu_step.ATTENTION_PAIRS) <= {c[0] for c in gpu_step.CONFIGS}
+    picked = gpu_step.pick_configs(gpu_step.CONFIGS, ",".join(reversed(gpu_step.ATTENTION_PAIRS)))
+    assert [c[0] for c in picked] == list(gpu_step.ATTENTION_PAIRS)                 # the table's order, not the flag's
+    assert {c[6] for c in picked} == {"sdpa", "explicit"} and {c[2] for c in picked} == {False, True}
+    assert gpu_step.pick_configs(gpu_step.CONFIGS, None) == gpu_step.CONFIGS
+    with pytest.raises(SystemExit, match=r"unknown configurations \['eager_fp16'\]"):
+        gpu_step.pick_configs(gpu_step.CONFIGS, "eager_fp32,eager_fp16")
+    assert gpu_step.step_file_name(4) == "gpu_step.json" and gpu_step.step_file_name(2) == "gpu_step_patch2.json"
+    model = bench("common").seed_dit(patch_size=2)
+    assert model.patch_embed(torch.zeros(1, 1, 28, 28)).shape == (1, 196, 256)
+    assert sum(p.numel() for p in model.parameters()) == 12_351_760 - (16 - 4) * 256 - (16 - 4) * 257   # patch in, patch out
 
 
 def test_attention_variants_do_what_they_say(bench):
