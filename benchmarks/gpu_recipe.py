@@ -21,7 +21,8 @@ Phases, in order, each written to the JSON as soon as it ends (a phase that fail
 4. host syncs: 20 training steps of the fast path (unconditional, class-conditional, and the step graph after it is
    recorded) under torch.cuda.set_sync_debug_mode("error"): any op that waits on the GPU raises.
 5. sampling: `sample` (inference mode, SDPA; bf16 with --amp) vs the seed's sampler (no_grad, manual attention, fp32), batch 256,
-   50 Euler steps, alternating rounds, medians; on CUDA also `sample` of the model compiled with CUDA graphs.
+   50 Euler steps, alternating rounds, medians; on CUDA also `sample` of the model compiled as `fnti sample --compile`
+   compiles it (default mode) and with CUDA graphs.
 6. if the run so far left time for them (--extra-if-s): the step graph without compile (`cuda_graph=True`), then the
    Trainer's default (no compile, no graph).
 Each fast phase is compared with the naive loop (speed-up, loss at the last epoch both ran, the goals below).
@@ -199,9 +200,10 @@ class Recipe:
         return res
 
     def sampling(self) -> dict:
-        """`sample` against the seed's sampler, and (CUDA) `sample` through the model compiled with torch.compile's own
-        CUDA graphs ("reduce-overhead": one replay per Euler step instead of a forward pass's launches), which the
-        launch-bound fast sampler (1,520 img/s against 1,558 in bf16) may need on GPUs; a failure there is recorded."""
+        """`sample` against the seed's sampler, and (CUDA) `sample` through the model compiled as `fnti sample --compile`
+        compiles it (blocks one by one, default mode) and with torch.compile's own CUDA graphs ("reduce-overhead": one
+        replay per Euler step instead of a forward pass's launches), which the launch-bound fast sampler (1,520 img/s
+        against 1,558 in bf16) may need on GPUs; a failure there is recorded."""
         a, device = self.a, self.device
         torch.manual_seed(0)
         model = seed_dit().to(device).eval()
@@ -213,6 +215,14 @@ class Recipe:
             return run
         runs = {"plain": lambda: plain_sample(plain_model, a.sample_batch, a.sample_steps, device), "fast": sampler(model)}
         extra = {}
+        if device.type == "cuda" or a.smoke:   # (--smoke: checks this code on a CPU)
+            try:   # what `fnti sample --compile` runs: the blocks compiled one by one, torch.compile's default mode
+                compiled = sampler(compile_model(model))
+                synchronize(device); t0 = time.perf_counter(); compiled(); synchronize(device)
+                extra["compiled_first_call_s"] = time.perf_counter() - t0   # compiling
+                runs["fast_compiled"] = compiled
+            except Exception as e:
+                extra["compiled_error"] = f"{type(e).__name__}: {e}"[:1000]
         if device.type == "cuda":
             try:
                 graphed = sampler(compile_model(model, "reduce-overhead"))
@@ -232,7 +242,7 @@ class Recipe:
         return dict(batch=a.sample_batch, euler_steps=a.sample_steps, images_per_s=res, median_images_per_s=med,
                     speedup_median=med["fast"] / med["plain"], fast="sample(): inference_mode, SDPA" + (", bf16" if amp else ", fp32"),
                     plain="no_grad, manual attention, fp32", **extra,
-                    **({"cuda_graphs_speedup_median": med["fast_cuda_graphs"] / med["plain"]} if "fast_cuda_graphs" in med else {}))
+                    **{f"{k[5:]}_speedup_median": med[k] / med["plain"] for k in ("fast_compiled", "fast_cuda_graphs") if k in med})
 
 
 def main():

@@ -6,7 +6,8 @@
 #   2. benchmarks/gpu_recipe.py: the seed's 30-epoch recipe end to end as `compile=True, amp=True` runs it (the step
 #      graph with compiled blocks, attention written out, bf16 with attention in fp32; AMP=0 for fp32) from a cold
 #      compile cache, then the same with attention through SDPA (SDPA=0 leaves it out), the naive loop for about 30 s,
-#      host syncs, sampling (plain, and compiled with CUDA graphs); the graph phases only if step 1 passed,
+#      host syncs, sampling (plain, compiled as `fnti sample --compile` does, and with CUDA graphs); the graph phases
+#      only if step 1 passed,
 #   3. benchmarks/gpu_step.py: milliseconds per step, first of the step graph in fp32 and bf16 with attention through
 #      SDPA or written out (the package writes it out, compiled, since an H100 measured that 6-11% faster), then of
 #      the other ways of running a step, for what time is left,
