@@ -1,5 +1,6 @@
 "The fast path: same batches and losses as the plain path, DeviceBatches, DDP on 2 CPU processes (gloo), rank 0 alone writes."
 import io
+import math
 import warnings
 import json
 import os
@@ -342,6 +343,28 @@ def test_cuda_graph_trains_like_the_plain_step(compile):
         if graph: assert t._graph.graph is not None and t.compile_mode == ("default" if compile else None)
     torch.testing.assert_close(torch.tensor(runs[True][0]), torch.tensor(runs[False][0]), rtol=1e-3, atol=1e-4)
     for k, v in runs[False][1].items(): torch.testing.assert_close(runs[True][1][k], v, rtol=1e-2, atol=1e-3)
+
+
+@cuda
+def test_cuda_graph_bf16_compiled_trains_like_eager_bf16():
+    """The GPU default on Ampere and newer, `compile=True` with bf16 autocast (the step recorded as one CUDA graph, the
+    blocks compiled, attention written out), against the plain eager bf16 step: the same losses up to bf16's rounding,
+    which compiled and eager kernels do differently. gpu_session.sh runs this after its measurements (its other CUDA
+    tests gate the graph phases; this one must not)."""
+    if torch.cuda.get_device_capability()[0] < 8: pytest.skip("bf16 tensor cores (Ampere or newer) needed")
+    x, y = data(100)
+    runs = {}
+    for fast_default in (False, True):
+        torch.manual_seed(0)
+        dl = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(2))
+        how = dict(compile=True) if fast_default else dict(cuda_graph=False)
+        t = Trainer(tiny_dit(num_classes=10), dl, lr=1e-3, device="cuda", seed=0, grad_clip=1.0, **how)
+        assert t.amp                                                     # the default there
+        with redirect_stdout(io.StringIO()): t.train(2, progress=False)
+        if fast_default: assert t._graph.graph is not None and t.compile_mode == "default"
+        runs[fast_default] = t.step_losses
+    assert all(math.isfinite(l) for l in runs[True])
+    torch.testing.assert_close(torch.tensor(runs[True]), torch.tensor(runs[False]), rtol=2e-2, atol=2e-3)
 
 
 @cuda
