@@ -31,7 +31,7 @@ import torch
 from common import RESULTS, attention, load_average, machine, seed_dit   # attention(model, how): see CONFIGS
 from from_noise_to_images.budget import HOST_S_PER_OP, ops_per_training_step
 from from_noise_to_images.core import mnist_loader, seed_everything
-from from_noise_to_images.dit import EXPLICIT_MAX_TOKENS
+from from_noise_to_images.dit import fused_attention_pays
 from from_noise_to_images.fast import compile_model, synchronize
 from from_noise_to_images.train import Trainer
 
@@ -167,6 +167,38 @@ def kernel_breakdown(trainer, steps=10) -> dict:
                 tf32=bool(cuda and torch.backends.cuda.matmul.allow_tf32))
 
 
+def profile_seed_model(record, device, loader, steps: int, smoke: bool, save) -> None:
+    """Into `record`: the seed model's bare passes (forward and backward, no optimizer), the budget's host cost per op,
+    a profile of one eager step and where the GPU time of a compiled step goes; `save()` writes what is there so far."""
+    m = seed_dit().to(device)
+    x, t = torch.randn(128, 1, 28, 28, device=device), torch.rand(128, device=device)
+    for label, grad in (("bare_forward_backward_fp32", True), ("bare_forward_no_grad_fp32", False)):
+        with torch.set_grad_enabled(grad):
+            for _ in range(5): (m(x, t).square().mean().backward() if grad else m(x, t))
+            synchronize(device); t0 = time.perf_counter()
+            for _ in range(steps): (m(x, t).square().mean().backward() if grad else m(x, t))
+            synchronize(device)
+        record[label + "_ms"] = (time.perf_counter() - t0) / steps * 1e3
+    # the budget module's host cost per op (HOST_S_PER_OP) comes from this figure and a CPU count of the same pass's ops
+    ops = ops_per_training_step(seed_dit())
+    record["budget_host_calibration"] = dict(ops_per_step_counted_on_cpu=ops, host_s_per_op_in_budget=HOST_S_PER_OP,
+                                             host_s_per_op_measured=record["bare_forward_backward_fp32_ms"] / 1e3 / ops)
+    record["eager_fp32_profile"] = profile_step(Trainer(seed_dit(), loader, lr=1e-4, weight_decay=0.01, device=device),
+                                                steps=2 if smoke else 10)
+    save()
+    try:
+        seed_everything(0)
+        record["compiled_fp32_kernels"] = kernel_breakdown(
+            Trainer(seed_dit(), loader, lr=1e-4, weight_decay=0.01, device=device, compile="default", cuda_graph=False),
+            steps=2 if smoke else 10)
+        kb = record["compiled_fp32_kernels"]
+        print(f"compiled fp32 step: {kb['ms_per_step']:.2f} ms of kernels, {kb['kernels_per_step']:.0f} kernels: " +
+              ", ".join(f"{k} {v['ms_per_step']:.2f}" for k, v in kb["by_kind"].items()), flush=True)
+    except Exception as e:
+        record["compiled_fp32_kernels"] = dict(error=f"{type(e).__name__}: {e}"[:2000]); print(f"kernel breakdown: FAILED {e!r}")
+    save()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=300)
@@ -189,13 +221,16 @@ def main():
     if a.only == "ATTENTION_PAIRS": a.only = ",".join(ATTENTION_PAIRS)
     configs = pick_configs(configs, a.only)
     tokens = (28 // a.patch_size) ** 2
+    # the package's own choice of kernel, traced as a compiled step traces it (backend="eager": nothing generated)
+    package_sdpa = torch.compile(lambda: fused_attention_pays("cuda", tokens), backend="eager", fullgraph=True)()
     t_start = time.perf_counter()
     loader = mnist_loader(batch_size=128, subset=subset, seed=0)
     record = dict(benchmark="gpu_step", device=str(device), batch_size=128, patch_size=a.patch_size, tokens=tokens,
-                  package_trains_compiled_on_cuda_with="explicit" if tokens <= EXPLICIT_MAX_TOKENS else "sdpa",
+                  package_trains_compiled_on_cuda_with="sdpa" if package_sdpa else "explicit",
                   steps_timed=a.steps, machine=machine(), recipe_steps=RECIPE_STEPS, load_average_start=load_average(),
                   configs={})
     out = Path(a.out) / step_file_name(a.patch_size); out.parent.mkdir(parents=True, exist_ok=True)
+    save = lambda: out.write_text(json.dumps(record, indent=1) + "\n")
     def done(name, warm, ms, losses, **extra):
         record["configs"][name] = dict(extra, warmup_s=warm, ms_per_step=ms, projected_recipe_s=warm + RECIPE_STEPS * ms / 1e3,
                                        loss_first=losses[0], loss_last_50_mean=sum(losses[-50:]) / len(losses[-50:]))
@@ -204,35 +239,8 @@ def main():
         try: fn()
         except Exception as e:   # one failing configuration must not cost the others their (GPU) time
             record["configs"][name] = dict(error=f"{type(e).__name__}: {e}"[:2000]); print(f"{name}: FAILED {e!r}", flush=True)
-        out.write_text(json.dumps(record, indent=1) + "\n")
-    if not a.only:   # the bare passes, the profile and where the kernel time goes: the seed model only
-        m = seed_dit().to(device)
-        x, t = torch.randn(128, 1, 28, 28, device=device), torch.rand(128, device=device)
-        for label, grad in (("bare_forward_backward_fp32", True), ("bare_forward_no_grad_fp32", False)):
-            with torch.set_grad_enabled(grad):
-                for _ in range(5): (m(x, t).square().mean().backward() if grad else m(x, t))
-                synchronize(device); t0 = time.perf_counter()
-                for _ in range(a.steps): (m(x, t).square().mean().backward() if grad else m(x, t))
-                synchronize(device)
-            record[label + "_ms"] = (time.perf_counter() - t0) / a.steps * 1e3
-        # the budget module's host cost per op (HOST_S_PER_OP) comes from this figure and a CPU count of the same pass's ops
-        ops = ops_per_training_step(seed_dit())
-        record["budget_host_calibration"] = dict(ops_per_step_counted_on_cpu=ops, host_s_per_op_in_budget=HOST_S_PER_OP,
-                                                 host_s_per_op_measured=record["bare_forward_backward_fp32_ms"] / 1e3 / ops)
-        record["eager_fp32_profile"] = profile_step(Trainer(seed_dit(), loader, lr=1e-4, weight_decay=0.01, device=device),
-                                                    steps=2 if a.smoke else 10)
-        out.write_text(json.dumps(record, indent=1) + "\n")
-        try:
-            seed_everything(0)
-            record["compiled_fp32_kernels"] = kernel_breakdown(
-                Trainer(seed_dit(), loader, lr=1e-4, weight_decay=0.01, device=device, compile="default", cuda_graph=False),
-                steps=2 if a.smoke else 10)
-            kb = record["compiled_fp32_kernels"]
-            print(f"compiled fp32 step: {kb['ms_per_step']:.2f} ms of kernels, {kb['kernels_per_step']:.0f} kernels: " +
-                  ", ".join(f"{k} {v['ms_per_step']:.2f}" for k, v in kb["by_kind"].items()), flush=True)
-        except Exception as e:
-            record["compiled_fp32_kernels"] = dict(error=f"{type(e).__name__}: {e}"[:2000]); print(f"kernel breakdown: FAILED {e!r}")
-        out.write_text(json.dumps(record, indent=1) + "\n")
+        save()
+    if not a.only: profile_seed_model(record, device, loader, a.steps, a.smoke, save)   # the seed model only
     for name, compile, amp, opt, regional, graph, attn in configs:
         if time.perf_counter() - t_start > a.max_s:
             record["configs"][name] = dict(skipped=f"--max-s {a.max_s:.0f} s passed"); continue
@@ -249,7 +257,7 @@ def main():
                      attention=attn, blocks_compiled_one_by_one=trainer._model is not trainer.model and not hasattr(trainer._model, "_orig_mod"))
         attempt(name, run)
     record["load_average_end"] = load_average()
-    out.write_text(json.dumps(record, indent=1) + "\n")
+    save()
     print(json.dumps(record, indent=1)); print(f"wrote {out}")
 
 
