@@ -14,8 +14,8 @@
 #   4. $PROBE (e.g. PROBE=bf16 PROBE_SEED=1, or PROBE=bf16 PROBE_CLASSES=10 for chapter 3's class-conditional recipe):
 #      benchmarks/gpu_bf16_probe.py variants, 30 epochs each with the attention logits and the residual stream recorded
 #      after every epoch (about a minute each on an H100 or H200; 75 s of timeout each),
-#   5. the CUDA test of the bf16 default (compile=True with bf16 against eager bf16), unless TESTS=0 or 500 s have
-#      passed (60 s of timeout),
+#   5. the CUDA tests of what the measurements do not use: the bf16 default (compile=True with bf16 against eager bf16)
+#      and the learning-rate warmup inside the step graph, unless TESTS=0 or 500 s have passed (60 s of timeout),
 #   6. PATCH2=1: benchmarks/gpu_step.py's attention pairs (compiled step graph, SDPA vs written out, fp32 and bf16) on
 #      196 tokens (patch 2) instead of 49, 100 steps each: is EXPLICIT_MAX_TOKENS (64, from CPU measurements) right on
 #      a GPU (about 1-2 minutes; 150 s of timeout).
@@ -35,7 +35,7 @@ fi
 { nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv; python -c "import torch; print('torch', torch.__version__)"; } > "$out/gpu.txt" 2>&1
 skip=
 if [ "${TESTS:-1}" != 0 ]; then
-  timeout 100 python -m pytest -q -s -p no:cacheprovider tests/test_fast.py -k "cuda and not bf16" > "$out/pytest_cuda.txt" 2>&1
+  timeout 100 python -m pytest -q -s -p no:cacheprovider tests/test_fast.py -k "cuda and not bf16 and not warmup" > "$out/pytest_cuda.txt" 2>&1
   tail -n 3 "$out/pytest_cuda.txt"
   grep -qE '^[0-9]+ passed' "$out/pytest_cuda.txt" || skip=--skip-graph
 fi
@@ -55,8 +55,8 @@ if [ -n "${PROBE:-}" ]; then
   timeout $((30 + 75 * n)) python gpu_bf16_probe.py --variants "$PROBE" --seed "${PROBE_SEED:-0}" ${PROBE_CLASSES:+--num-classes "$PROBE_CLASSES"} --out "$out" > "$out/gpu_bf16_probe_log.txt" 2>&1
   grep -E 'epoch (10|17|18|20|25|30):|FAILED' "$out/gpu_bf16_probe_log.txt"
 fi
-if [ "${TESTS:-1}" != 0 ] && [ "$SECONDS" -lt 500 ]; then   # the bf16 default's test last: a failure here skips nothing
-  (cd .. && timeout 60 python -m pytest -q -s -p no:cacheprovider tests/test_fast.py -k "cuda and bf16" > "$out/pytest_cuda_bf16.txt" 2>&1)
+if [ "${TESTS:-1}" != 0 ] && [ "$SECONDS" -lt 500 ]; then   # these tests last: a failure here skips nothing
+  (cd .. && timeout 60 python -m pytest -q -s -p no:cacheprovider tests/test_fast.py -k "cuda and (bf16 or warmup)" > "$out/pytest_cuda_bf16.txt" 2>&1)
   tail -n 3 "$out/pytest_cuda_bf16.txt"
 fi
 if [ "${PATCH2:-0}" != 0 ]; then

@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ema-decay", type=_ema_decay, default=0.999,
                    help="decay of the EMA of the weights, in [0, 1); 0 turns it off (default: 0.999)")
     t.add_argument("--grad-clip", type=_positive_float, default=None, help="clip the gradient norm to this value (default: no clipping)")
+    t.add_argument("--warmup-steps", type=_nonneg_int, default=0,
+                   help="raise the learning rate linearly to --lr over this many steps (default: 0, no warmup)")
     t.add_argument("--checkpoint-every", type=_positive_int, default=None,
                    help="write a checkpoint every N optimizer steps (default: at the end of every epoch)")
     t.add_argument("--keep-last", type=_positive_int, default=None,
@@ -142,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/80_cli.ipynb #ed0fbab3
-_RUN_KEYS = ("model", "subset", "batch_size", "lr", "weight_decay", "ema_decay", "grad_clip", "seed")
+_RUN_KEYS = ("model", "subset", "batch_size", "lr", "weight_decay", "ema_decay", "grad_clip", "warmup_steps", "seed")
 
 def _resume_dir(path: Path) -> tuple[Path, Path]:
     "`(out, where to look for checkpoints)` for `--resume PATH`: a run's output folder, its checkpoints/ folder, or a file."
@@ -179,7 +181,8 @@ def cmd_train(a) -> dict:
         run = {k: getattr(a, k) for k in _RUN_KEYS}
         trainer = Trainer(build_named_model(a.model), loader, lr=a.lr, weight_decay=a.weight_decay, device=device,
                           checkpoint_dir=out / "checkpoints", checkpoint_every=a.checkpoint_every, **keep_last,
-                          ema_decay=a.ema_decay or None, grad_clip=a.grad_clip, run_config=run, compile=a.compile, amp=a.amp, cuda_graph=a.cuda_graph)
+                          ema_decay=a.ema_decay or None, grad_clip=a.grad_clip, warmup_steps=a.warmup_steps, run_config=run,
+                          compile=a.compile, amp=a.amp, cuda_graph=a.cuda_graph)
         name, seed = a.model, a.seed
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

@@ -73,6 +73,22 @@ def test_cli_resume_takes_new_checkpoint_settings(tmp_path):
     assert main([*resume, "--epochs", "3", "--keep-last", "4"]) == 0    # 3 more steps, 4 kept
     assert names() == [f"step_{s:08d}.pt" for s in (6, 7, 8, 9)]
 
+
+@needs_mnist
+def test_warmup_steps_reach_the_trainer_and_stay_with_a_resumed_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--warmup-steps", "5", "--checkpoint-every", "2", "--out", str(out)]) == 0
+    first = torch.load(out / "checkpoints" / "step_00000002.pt", weights_only=True)
+    assert first["train_config"]["warmup_steps"] == 5 and first["train_config"]["run"]["warmup_steps"] == 5
+    assert first["optimizer_state_dict"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * 2 / 5)   # --lr's default, 2/5 of it
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--warmup-steps", "1", "--num-samples", "4", "--steps", "2",
+                 "--device", "cpu", "--no-progress"]) == 0
+    assert "ignoring --warmup-steps" in capsys.readouterr().out
+    last = torch.load(out / "model.pt", weights_only=True)
+    assert last["train_config"]["warmup_steps"] == 5 and last["step"] == 6
+    assert last["optimizer_state_dict"]["param_groups"][0]["lr"] == pytest.approx(1e-3)              # warmed up by step 5
+
 BAD_FLAGS = [
     (["train", "--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
     (["train", "--epochs", "ten"], "expected a positive integer, got 'ten'"),
@@ -81,6 +97,7 @@ BAD_FLAGS = [
     (["train", "--lr", "-1"], "argument --lr: expected a positive number"),
     (["train", "--ema-decay", "1"], "argument --ema-decay: expected a number in [0, 1)"),
     (["train", "--grad-clip", "0"], "argument --grad-clip: expected a positive number, got 0.0"),
+    (["train", "--warmup-steps", "-1"], "argument --warmup-steps: expected an integer >= 0, got -1"),
     (["train", "--checkpoint-every", "0"], "argument --checkpoint-every: expected a positive integer"),
     (["train", "--keep-last", "-2"], "argument --keep-last: expected a positive integer"),
     (["train", "--subset", "-5"], "argument --subset: expected an integer >= 0"),

@@ -368,6 +368,27 @@ def test_cuda_graph_bf16_compiled_trains_like_eager_bf16():
 
 
 @cuda
+def test_cuda_graph_reads_the_warmup_learning_rate_at_each_replay():
+    """Under warmup the learning rate changes every step, and the step's CUDA graph must read it at each replay: a float
+    would be recorded into the graph at the 4th step (GraphedStep's warmup is 3). Over 12 steps of a 1000-step warmup the
+    rate grows 3x after the recording, so a recorded rate would leave the weights far from the plain step's: on a CPU,
+    freezing the rate after step 4 put every weight tensor's change 48-50% (in norm) away from the true change, while
+    fused and plain AdamW, rounding differently, stayed within 0.9%."""
+    x, y = data(200)   # 12 batches of 16, then one of 8 (run as it is)
+    moved = {}
+    for graph in (False, True):
+        torch.manual_seed(0)
+        dl = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(2))
+        t = Trainer(tiny_dit(num_classes=10), dl, lr=1e-2, device="cuda", seed=0, warmup_steps=1000, amp=False, cuda_graph=graph)
+        before = {k: v.clone() for k, v in t.model.state_dict().items()}
+        with redirect_stdout(io.StringIO()): t.train(1, progress=False)
+        if graph: assert t._graph.graph is not None and isinstance(t.optimizer.param_groups[0]["lr"], torch.Tensor)
+        moved[graph] = {k: v - before[k] for k, v in t.model.state_dict().items()}
+    for k, v in moved[False].items():
+        if v.norm() > 0: assert (moved[True][k] - v).norm() < 0.05 * v.norm(), k
+
+
+@cuda
 def test_cuda_graph_trains_the_unet_like_the_plain_step():
     "Chapter 1's U-Net (convolutions, GroupNorm) recorded as one graph per step: the plain step's losses."
     g = torch.Generator().manual_seed(1)

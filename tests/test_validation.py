@@ -58,6 +58,8 @@ CASES = [
     ("ema_decay 1", lambda: trainer(ema_decay=1.0), ValueError, "ema_decay must be None (no EMA) or a number in (0, 1)"),
     ("EMA decay 0", lambda: EMA(NET, 0), ValueError, "ema_decay must be a number in (0, 1)"),
     ("grad_clip 0", lambda: trainer(grad_clip=0), ValueError, "grad_clip must be a positive number, got 0"),
+    ("warmup_steps negative", lambda: trainer(warmup_steps=-1), ValueError, "warmup_steps must be a non-negative int (0: no warmup), got -1"),
+    ("warmup_steps float", lambda: trainer(warmup_steps=2.5), ValueError, "warmup_steps must be a non-negative int"),
     ("checkpoint_every 0", lambda: trainer(checkpoint_dir="x", checkpoint_every=0), ValueError, "checkpoint_every must be a positive int or None"),
     ("checkpoint_every without dir", lambda: trainer(checkpoint_every=5), ValueError, "checkpoint_every needs checkpoint_dir"),
     ("keep_last 0", lambda: trainer(keep_last=0), ValueError, "keep_last must be a positive int, got 0"),
