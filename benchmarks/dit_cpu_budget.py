@@ -35,15 +35,6 @@ RUNS = {  # name: (model size, batch, steps, learning rate, warmup steps, gradie
 }
 
 
-def with_warmup(trainer, lr: float, warmup: int):
-    "Set the learning rate before each step: linear from lr/warmup to lr over `warmup` steps, then constant."
-    step = trainer.train_step
-    def train_step(batch):
-        for g in trainer.optimizer.param_groups: g["lr"] = lr * min(1.0, (trainer.step + 1) / warmup)
-        return step(batch)
-    if warmup: trainer.train_step = train_step
-
-
 def score(model, evaluator, reference, n: int) -> tuple[dict, torch.Tensor]:
     model.eval()
     x = sample(model, n, (1, 28, 28), 50, "cpu", seed=0).clamp(-1, 1)
@@ -56,8 +47,8 @@ def run(name: str, grids: Path | None, n: int = 256) -> dict:
     size, bs, steps, lr, warmup, clip = RUNS[name]
     seed_everything(0)
     loader = mnist_loader(batch_size=bs, subset=min(60_000, bs * steps), seed=0)
-    trainer = Trainer(DiT(**size), loader, lr=lr, weight_decay=0.01, device="cpu", grad_clip=clip, ema_decay=0.999)
-    with_warmup(trainer, lr, warmup)
+    trainer = Trainer(DiT(**size), loader, lr=lr, weight_decay=0.01, device="cpu", grad_clip=clip, ema_decay=0.999,
+                      warmup_steps=warmup)
     t0 = time.time(); losses = trainer.train(max(1, bs * steps // 60_000), progress=False); train_s = time.time() - t0
     res = dict(model=size, parameters=sum(p.numel() for p in trainer.model.parameters()), batch_size=bs, steps=trainer.step,
                lr=lr, warmup_steps=warmup, grad_clip=clip, train_s=train_s, images_per_s=trainer.step * bs / train_s,
