@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check of the project in one run that fits a 10-minute command (its timeouts add up to 540 s, 585 s with
+# Every GPU check of the project in one run that fits a 10-minute command (its timeouts add up to 555 s, 585 s with
 # one probe variant, which leaves out step 5; about 6-7 minutes on an H200), most decisive first, so that a lease cut short still settles what
 # matters most:
 #   1. the CUDA-only tests (the step recorded as a CUDA graph trains like the plain step, and records again after a resume),
@@ -15,7 +15,7 @@
 #      benchmarks/gpu_bf16_probe.py variants, 30 epochs each with the attention logits and the residual stream recorded
 #      after every epoch (about a minute each on an H100 or H200; 75 s of timeout each),
 #   5. the CUDA tests of what the measurements do not use: the bf16 default (compile=True with bf16 against eager bf16)
-#      and the learning-rate warmup inside the step graph, unless TESTS=0 or 500 s have passed (60 s of timeout),
+#      and the learning-rate warmup inside the step graph, unless TESTS=0 or 500 s have passed (75 s of timeout),
 #   6. PATCH2=1: benchmarks/gpu_step.py's attention pairs (compiled step graph, SDPA vs written out, fp32 and bf16) on
 #      196 tokens (patch 2) instead of 49, 100 steps each: is EXPLICIT_MAX_TOKENS (64, from CPU measurements) right on
 #      a GPU (about 1-2 minutes; 150 s of timeout).
@@ -56,7 +56,7 @@ if [ -n "${PROBE:-}" ]; then
   grep -E 'epoch (10|17|18|20|25|30):|FAILED' "$out/gpu_bf16_probe_log.txt"
 fi
 if [ "${TESTS:-1}" != 0 ] && [ "$SECONDS" -lt 500 ]; then   # these tests last: a failure here skips nothing
-  (cd .. && timeout 60 python -m pytest -q -s -p no:cacheprovider tests/test_fast.py -k "cuda and (bf16 or warmup)" > "$out/pytest_cuda_bf16.txt" 2>&1)
+  (cd .. && timeout 75 python -m pytest -q -s -p no:cacheprovider tests/test_fast.py -k "cuda and (bf16 or warmup)" > "$out/pytest_cuda_bf16.txt" 2>&1)
   tail -n 3 "$out/pytest_cuda_bf16.txt"
 fi
 if [ "${PATCH2:-0}" != 0 ]; then
