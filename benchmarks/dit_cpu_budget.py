@@ -1,5 +1,5 @@
 """What a DiT learns in about ten minutes on a CPU: the budget behind chapter 2's `cpu` preset. Each run trains on
-MNIST (fp32, the Trainer's fast path, seed 0), then draws 256 samples with 50 Euler steps (seed 0) from the last
+MNIST (fp32, the Trainer's fast path, seed 0 or --seed), then draws 256 samples with 50 Euler steps (seed 0) from the last
 weights and from an EMA of them (decay 0.999), and scores them with chapter 4.1's frozen evaluator: the Fréchet
 distance of its features to MNIST's 10,000 test images (FD; lower is better), its mean top-class confidence and the
 digits it reads. Runs:
@@ -8,10 +8,12 @@ digits it reads. Runs:
 - `seed_warmup_lr2e-3`: the same with the learning rate warmed up linearly over 100 steps to 2e-3, gradients clipped
   at norm 1 (2e-3 without warmup does not train);
 - `small_lr1e-3`: the smaller DiT of chapter 3's `cpu` preset (width 96, 4 blocks, 4 heads: 1,225,648 parameters),
-  3 epochs of all 60,000 images in batches of 32 (5,625 steps), learning rate 1e-3: chapter 2's `cpu` preset.
-Merges each run into benchmarks/results/dit_cpu_budget.json (--grids DIR also writes each run's first 64 samples).
+  3 epochs of all 60,000 images in batches of 32 (5,625 steps), learning rate 1e-3: chapter 2's `cpu` preset;
+- `small_warmup_lr2e-3`: the same at twice the rate, warmed up over 200 steps, gradients clipped at norm 1.
+Merges each run into benchmarks/results/dit_cpu_budget.json, as NAME or, with --seed S, NAME_seedS (--grids DIR also
+writes each run's first 64 samples).
 
-    python benchmarks/dit_cpu_budget.py [--runs NAME,...] [--out DIR] [--grids DIR] [--smoke]
+    python benchmarks/dit_cpu_budget.py [--runs NAME,...] [--seed S] [--out DIR] [--grids DIR] [--smoke]
 """
 import argparse
 import json
@@ -32,6 +34,7 @@ RUNS = {  # name: (model size, batch, steps, learning rate, warmup steps, gradie
     "seed_lr5e-4": (SEED_SIZE, 64, 750, 5e-4, 0, None),
     "seed_warmup_lr2e-3": (SEED_SIZE, 64, 750, 2e-3, 100, 1.0),
     "small_lr1e-3": (SMALL, 32, 3 * 60_000 // 32, 1e-3, 0, None),
+    "small_warmup_lr2e-3": (SMALL, 32, 3 * 60_000 // 32, 2e-3, 200, 1.0),
 }
 
 
@@ -43,14 +46,14 @@ def score(model, evaluator, reference, n: int) -> tuple[dict, torch.Tensor]:
                 frac_conf90=(conf.values > 0.9).float().mean().item(), classes=torch.bincount(conf.indices, minlength=10).tolist()), x
 
 
-def run(name: str, grids: Path | None, n: int = 256) -> dict:
+def run(name: str, grids: Path | None, n: int = 256, seed: int = 0) -> dict:
     size, bs, steps, lr, warmup, clip = RUNS[name]
-    seed_everything(0)
-    loader = mnist_loader(batch_size=bs, subset=min(60_000, bs * steps), seed=0)
+    seed_everything(seed)   # the weights, the noise of training and the order of the batches
+    loader = mnist_loader(batch_size=bs, subset=min(60_000, bs * steps), seed=seed)
     trainer = Trainer(DiT(**size), loader, lr=lr, weight_decay=0.01, device="cpu", grad_clip=clip, ema_decay=0.999,
                       warmup_steps=warmup)
     t0 = time.time(); losses = trainer.train(max(1, bs * steps // 60_000), progress=False); train_s = time.time() - t0
-    res = dict(model=size, parameters=sum(p.numel() for p in trainer.model.parameters()), batch_size=bs, steps=trainer.step,
+    res = dict(seed=seed, model=size, parameters=sum(p.numel() for p in trainer.model.parameters()), batch_size=bs, steps=trainer.step,
                lr=lr, warmup_steps=warmup, grad_clip=clip, train_s=train_s, images_per_s=trainer.step * bs / train_s,
                epoch_losses=losses, loss_last_100_steps=sum(trainer.step_losses[-100:]) / len(trainer.step_losses[-100:]))
     evaluator, reference = metrics.load_evaluator(device="cpu"), metrics.reference_features(train=False, device="cpu")[0]
@@ -58,14 +61,15 @@ def run(name: str, grids: Path | None, n: int = 256) -> dict:
         res[which], x = score(model, evaluator, reference, n)
         if grids:
             from torchvision.utils import save_image
-            save_image(image_grid(x[:64]), grids / f"{name}_{which}.png")
-    print(f"{name}: loss {res['loss_last_100_steps']:.4f}, FD {res['last']['fd']:.1f} (EMA {res['ema']['fd']:.1f}), {train_s:.0f} s", flush=True)
+            save_image(image_grid(x[:64]), grids / f"{name}_seed{seed}_{which}.png")
+    print(f"{name} (seed {seed}): loss {res['loss_last_100_steps']:.4f}, FD {res['last']['fd']:.1f} (EMA {res['ema']['fd']:.1f}), {train_s:.0f} s", flush=True)
     return res
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated, from {list(RUNS)}")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0; the samples' noise is seed 0 always)")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--grids", type=Path, help="write each run's first 64 samples here as PNG")
     p.add_argument("--smoke", action="store_true", help="one tiny run (10 steps, 16 samples), to test this script")
@@ -77,7 +81,8 @@ def main():
     out = Path(a.out) / "dit_cpu_budget.json"
     record = json.loads(out.read_text()) if out.exists() else dict(benchmark="dit_cpu_budget", device="cpu", runs={})
     for name in names:
-        record["runs"][name] = dict(run(name, a.grids, 16 if a.smoke else 256), load_average=load_average(), machine=machine())
+        key = f"{name}_seed{a.seed}" if a.seed else name
+        record["runs"][key] = dict(run(name, a.grids, 16 if a.smoke else 256, a.seed), load_average=load_average(), machine=machine())
         out.parent.mkdir(parents=True, exist_ok=True); out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {out}")
 
