@@ -212,7 +212,7 @@ def _free_port():
     with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
 
-def _ddp_worker(rank, world, port, folder, compile=False, model_kw=None):
+def _ddp_worker(rank, world, port, folder, compile=False, model_kw=None, warmup_steps=0):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     import from_noise_to_images.train as train_mod
@@ -225,14 +225,14 @@ def _ddp_worker(rank, world, port, folder, compile=False, model_kw=None):
     buf = io.StringIO()
     with redirect_stdout(buf):
         t = Trainer(model, loader(x, y, batch=BATCH, seed=2 + rank), lr=1e-3, device="cpu", seed=0 if rank == 0 else None,
-                    checkpoint_dir=Path(folder) / "ckpt", checkpoint_every=4, compile=compile)
+                    checkpoint_dir=Path(folder) / "ckpt", checkpoint_every=4, compile=compile, warmup_steps=warmup_steps)
         t.train(1, progress=False)
         t.save_checkpoint(Path(folder) / "final.pt")
     inner = getattr(t._model, "module", None)   # what DDP wraps
     torch.save(dict(params=t.model.state_dict(), losses=t.step_losses, writes=writes, out=buf.getvalue(),
                     ddp=is_distributed(), wrapper=type(t._model).__name__,
                     blocks=[type(b).__name__ for b in getattr(inner, "blocks", [])]), Path(folder) / f"result{rank}.pt")
-    if not compile:   # resumed from step 4 (rank 0's file, read by both), the ranks retake steps 5 and 6 exactly
+    if not compile:   # resumed from step 4 (rank 0's file, read by both; warmup too), the ranks retake steps 5 and 6 exactly
         with redirect_stdout(io.StringIO()):
             again = Trainer(tiny_dit(**(model_kw or {})), loader(x, y, batch=BATCH, seed=7), lr=1e-3, device="cpu",
                             checkpoint_dir=Path(folder) / f"again{rank}")
@@ -242,15 +242,16 @@ def _ddp_worker(rank, world, port, folder, compile=False, model_kw=None):
     teardown_distributed()
 
 
-def _two_ranks_vs_one_process(tmp_path, compile=False, rtol=0.0, atol=1e-6, model_kw=None):
+def _two_ranks_vs_one_process(tmp_path, compile=False, rtol=0.0, atol=1e-6, model_kw=None, warmup_steps=0):
     """Train on two gloo ranks (`_ddp_worker`) and on one eager process with the global batch; assert that rank 0's
     parameters match the one process's, and the ranks each other's exactly. Returns both ranks' results and the
     one process's losses."""
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), compile, model_kw), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), compile, model_kw, warmup_steps), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"result{r}.pt", weights_only=True) for r in (0, 1))
     x, y = data()
     torch.manual_seed(0)
-    ref = Trainer(tiny_dit(**(model_kw or {})), loader(x, y, batch=BATCH, seed=2), lr=1e-3, device="cpu", seed=0)
+    ref = Trainer(tiny_dit(**(model_kw or {})), loader(x, y, batch=BATCH, seed=2), lr=1e-3, device="cpu", seed=0,
+                  warmup_steps=warmup_steps)
     with redirect_stdout(io.StringIO()): ref.train(1, progress=False)
     assert r0["ddp"] and r1["ddp"] and ref.step == STEPS
     for k, v in ref.model.state_dict().items():
@@ -263,8 +264,9 @@ def _two_ranks_vs_one_process(tmp_path, compile=False, rtol=0.0, atol=1e-6, mode
 
 
 def test_ddp_two_cpu_processes_match_one_process_and_only_rank0_writes(tmp_path):
-    "A class-conditional DiT (labels split over the ranks, half of them dropped) trains on two ranks as on one process."
-    r0, r1, ref_losses = _two_ranks_vs_one_process(tmp_path, model_kw=dict(num_classes=10, class_dropout_prob=0.5))
+    """A class-conditional DiT (labels split over the ranks, half of them dropped) with a learning-rate warmup over 4 of
+    its 6 steps trains on two ranks as on one process."""
+    r0, r1, ref_losses = _two_ranks_vs_one_process(tmp_path, model_kw=dict(num_classes=10, class_dropout_prob=0.5), warmup_steps=4)
     torch.testing.assert_close(torch.tensor(r0["losses"]), torch.tensor(ref_losses), rtol=1e-5, atol=1e-6)
     assert r1["writes"] == [] and r1["out"] == ""
     assert [Path(p).name for p in r0["writes"]] == ["step_00000004.pt", "step_00000006.pt", "final.pt"]
