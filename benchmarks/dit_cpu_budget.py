@@ -1,6 +1,6 @@
 """What a DiT learns in about ten minutes on a CPU: the budget behind chapter 2's `cpu` preset. Each run trains on
-MNIST (fp32, the Trainer's fast path, seed 0 or --seed), then draws 256 samples with 50 Euler steps (seed 0) from the last
-weights and from an EMA of them (decay 0.999), and scores them with chapter 4.1's frozen evaluator: the Fréchet
+MNIST (fp32, the Trainer's fast path, seed 0 or --seed), then draws 256 samples with 50 Euler steps (seed 0) from the
+last weights and from an EMA of them (decay 0.999), and scores them with chapter 4.1's frozen evaluator: the Fréchet
 distance of its features to MNIST's 10,000 test images (FD; lower is better), its mean top-class confidence and the
 digits it reads. Runs:
 - `seed_lr5e-4`: the chapter's DiT (12,351,760 parameters), 750 steps of 64 images (about ten minutes on two cores),
@@ -53,8 +53,8 @@ def run(name: str, grids: Path | None, n: int = 256, seed: int = 0) -> dict:
     trainer = Trainer(DiT(**size), loader, lr=lr, weight_decay=0.01, device="cpu", grad_clip=clip, ema_decay=0.999,
                       warmup_steps=warmup)
     t0 = time.time(); losses = trainer.train(max(1, bs * steps // 60_000), progress=False); train_s = time.time() - t0
-    res = dict(seed=seed, model=size, parameters=sum(p.numel() for p in trainer.model.parameters()), batch_size=bs, steps=trainer.step,
-               lr=lr, warmup_steps=warmup, grad_clip=clip, train_s=train_s, images_per_s=trainer.step * bs / train_s,
+    res = dict(seed=seed, model=size, parameters=sum(p.numel() for p in trainer.model.parameters()), batch_size=bs,
+               steps=trainer.step, lr=lr, warmup_steps=warmup, grad_clip=clip, train_s=train_s, images_per_s=trainer.step * bs / train_s,
                epoch_losses=losses, loss_last_100_steps=sum(trainer.step_losses[-100:]) / len(trainer.step_losses[-100:]))
     evaluator, reference = metrics.load_evaluator(device="cpu"), metrics.reference_features(train=False, device="cpu")[0]
     for which, model in (("last", trainer.model), ("ema", trainer.ema.model)):
