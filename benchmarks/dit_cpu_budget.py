@@ -6,7 +6,8 @@ digits it reads. Runs:
 - `seed_lr5e-4`: the chapter's DiT (12,351,760 parameters), 750 steps of 64 images (about ten minutes on two cores),
   at the learning rate of the old `cpu` preset;
 - `seed_warmup_lr2e-3`: the same with the learning rate warmed up linearly over 100 steps to 2e-3, gradients clipped
-  at norm 1 (2e-3 without warmup does not train);
+  at norm 1;
+- `seed_lr2e-3`: the same without the warmup, which does not train (loss 1.20 after 750 steps, samples of noise);
 - `small_lr1e-3`: the smaller DiT of chapter 3's `cpu` preset (width 96, 4 blocks, 4 heads: 1,225,648 parameters),
   3 epochs of all 60,000 images in batches of 32 (5,625 steps), learning rate 1e-3: chapter 2's `cpu` preset;
 - `small_warmup_lr2e-3`: the same at twice the rate, warmed up over 200 steps, gradients clipped at norm 1.
@@ -33,6 +34,7 @@ SEED_SIZE, SMALL = dict(embed_dim=256, depth=6, num_heads=8), dict(embed_dim=96,
 RUNS = {  # name: (model size, batch, steps, learning rate, warmup steps, gradient clip)
     "seed_lr5e-4": (SEED_SIZE, 64, 750, 5e-4, 0, None),
     "seed_warmup_lr2e-3": (SEED_SIZE, 64, 750, 2e-3, 100, 1.0),
+    "seed_lr2e-3": (SEED_SIZE, 64, 750, 2e-3, 0, 1.0),
     "small_lr1e-3": (SMALL, 32, 3 * 60_000 // 32, 1e-3, 0, None),
     "small_warmup_lr2e-3": (SMALL, 32, 3 * 60_000 // 32, 2e-3, 200, 1.0),
 }
