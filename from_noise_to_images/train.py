@@ -82,20 +82,12 @@ def _lr_in_tensors(optimizer, device) -> None:
         if (g.get("fused") or g.get("capturable")) and not isinstance(g["lr"], torch.Tensor):
             g["lr"] = torch.tensor(float(g["lr"]), dtype=torch.float32, device=device)
 
-def _how_to_step(optimizer) -> list[dict]:
-    "Each group's `_HOW_TO_STEP` options, and its learning rate where a tensor holds it: what `_keep_how_to_step` puts back."
-    return [{k: g[k] for k in _HOW_TO_STEP if k in g} | ({"lr": g["lr"]} if isinstance(g["lr"], torch.Tensor) else {})
-            for g in optimizer.param_groups]
-
 def _keep_how_to_step(optimizer, how: list[dict]) -> None:
     """Put back this trainer's `how` options after `optimizer.load_state_dict`, which takes them from the checkpoint:
-    it holds the hyperparameters (lr, weight decay), not how the machine that wrote it ran the step. A learning rate
-    held in a tensor (`_lr_in_tensors`) stays that tensor, taking the checkpoint's value. Fused and capturable AdamW keep
-    their step counts on the parameters' device."""
+    it holds the hyperparameters (lr, weight decay), not how the machine that wrote it ran the step. Fused and
+    capturable AdamW keep their step counts on the parameters' device."""
     for group, h in zip(optimizer.param_groups, how):
-        lr = h.get("lr")
         group.update(h)
-        if isinstance(lr, torch.Tensor): lr.fill_(float(group["lr"]))
         if not (h.get("fused") or h.get("capturable")): continue
         for p in group["params"]:
             st = optimizer.state.get(p, {})
@@ -332,7 +324,7 @@ class Trainer:
             self.ema = EMA(self.model, ema["decay"])
             check_state_dict(self.ema.model, ema["model_state_dict"], f"{source} (EMA weights)")
             self.ema.load_state_dict(ema)
-        how = _how_to_step(self.optimizer)
+        how = [{k: g[k] for k in _HOW_TO_STEP if k in g} for g in self.optimizer.param_groups]
         try: self.optimizer.load_state_dict(state["optimizer_state_dict"])
         except (ValueError, KeyError) as e: raise CheckpointError(f"{source}: optimizer state does not fit: {e}") from None
         _keep_how_to_step(self.optimizer, how)
@@ -340,7 +332,7 @@ class Trainer:
         self.train_config.update(lr=cfg["lr"], weight_decay=cfg["weight_decay"], ema_decay=cfg["ema_decay"],
                                  grad_clip=cfg["grad_clip"], warmup_steps=cfg.get("warmup_steps", 0), seed=cfg["seed"],
                                  run=cfg.get("run", {}))
-        if self.train_config["warmup_steps"]: _lr_in_tensors(self.optimizer, self.device)   # the run warms up, from here too
+        if self.train_config["warmup_steps"]: _lr_in_tensors(self.optimizer, self.device)   # a new tensor: the graph records again
         self.step, self.epoch, self.losses = state["step"], state["epoch"], list(state["losses"])
         k = state["batch_in_epoch"]
         done = state["step_losses"]
